@@ -1,0 +1,114 @@
+"""Tokenisation with the bundle's own tokenizer: prompt, special tokens, truncation.
+
+Every runtime is fed the ids produced here, so ONNX and llama.cpp see exactly the ids that
+Hugging Face's tokenizer (and so sentence-transformers) produces for the same text.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+
+class Truncation(enum.Enum):
+    NONE = "none"  # too long is an error
+    RIGHT = "right"  # keep the start of the text
+    LEFT = "left"  # keep the end of the text (the prompt is kept too)
+
+
+class InputTooLong(ValueError):
+    def __init__(self, index: int, tokens: int, limit: int):
+        super().__init__(f"input {index} has {tokens} tokens, over the limit of {limit}; "
+                         f"shorten it or ask for truncation")
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """What the tokenizer's post-processor adds around a single sequence."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @classmethod
+    def probe(cls, tokenizer: Tokenizer) -> "SpecialTokens":
+        """Read the post-processor's effect by encoding one text with and without it."""
+        text = "probe"
+        plain = tokenizer.encode(text, add_special_tokens=False).ids
+        full = tokenizer.encode(text, add_special_tokens=True).ids
+        for start in range(len(full) - len(plain) + 1):
+            if full[start:start + len(plain)] == plain:
+                return cls(tuple(full[:start]), tuple(full[start + len(plain):]))
+        raise ValueError("the tokenizer's post-processor rewrites the text's own tokens; "
+                         "only prefix/suffix special tokens are supported")
+
+
+class BundleTokenizer:
+    """Thread-safe: holds no per-call state (truncation is applied here, not in the tokenizer)."""
+
+    def __init__(self, tokenizer: Tokenizer, max_input_tokens: int):
+        self._tokenizer = tokenizer
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self.special = SpecialTokens.probe(tokenizer)
+        self.max_input_tokens = max_input_tokens
+
+    @classmethod
+    def from_file(cls, path: Path, max_input_tokens: int) -> "BundleTokenizer":
+        return cls(Tokenizer.from_file(str(path)), max_input_tokens)
+
+    @property
+    def appends_eos(self) -> bool:
+        return bool(self.special.suffix)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with special tokens, before any truncation."""
+        return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def token_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+    def encode(self, texts: list[str], prompt: str = "", truncation: Truncation = Truncation.NONE,
+               max_tokens: int | None = None) -> list[list[int]]:
+        """Token ids of `prompt + text` for each text, with the post-processor's special tokens.
+
+        Raises InputTooLong (naming the first offending index) when truncation is NONE.
+        """
+        limit = min(max_tokens or self.max_input_tokens, self.max_input_tokens)
+        budget = limit - len(self.special.prefix) - len(self.special.suffix)
+        prompt_tokens = len(self._tokenizer.encode(prompt, add_special_tokens=False).ids) \
+            if prompt and truncation is Truncation.LEFT else 0
+        encodings = self._tokenizer.encode_batch([prompt + text for text in texts],
+                                                 add_special_tokens=False)
+        result = []
+        for index, encoding in enumerate(encodings):
+            ids = encoding.ids
+            if len(ids) > budget:
+                ids = self._truncate(index, ids, budget, limit, truncation, prompt, encoding,
+                                     prompt_tokens)
+            result.append([*self.special.prefix, *ids, *self.special.suffix])
+        return result
+
+    def _truncate(self, index, ids, budget, limit, truncation, prompt, encoding, prompt_tokens):
+        full_length = len(ids) + len(self.special.prefix) + len(self.special.suffix)
+        if truncation is Truncation.NONE:
+            raise InputTooLong(index, full_length, limit)
+        if truncation is Truncation.RIGHT:
+            return ids[:budget]
+        kept_prefix = _tokens_within(encoding.offsets, len(prompt), prompt_tokens)
+        if kept_prefix >= budget:
+            raise InputTooLong(index, full_length, limit)
+        return ids[:kept_prefix] + ids[len(ids) - (budget - kept_prefix):]
+
+
+def _tokens_within(offsets: list[tuple[int, int]], prompt_chars: int, upper_bound: int) -> int:
+    """How many leading tokens lie wholly inside the prompt's characters."""
+    count = 0
+    for start, end in offsets[:upper_bound]:
+        if end > prompt_chars:
+            break
+        count += 1
+    return count
