@@ -1,0 +1,49 @@
+"""ONNX Runtime backend: the exported graph pools the last token and L2-normalises in-graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from embedrpc.service.runtimes.base import Runtime, RuntimeFailure
+
+
+def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to the longest sequence: (input_ids, attention_mask), both int64."""
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        span = slice(0, len(sequence)) if side == "right" else slice(longest - len(sequence), longest)
+        ids[row, span] = sequence
+        mask[row, span] = 1
+    return ids, mask
+
+
+class OnnxRuntime(Runtime):
+    def __init__(self, model_path: Path, *, artifact: str, precision: str, pad_token_id: int,
+                 providers: list[str] | None = None, threads: int = 0,
+                 padding_side: str = "right"):
+        import onnxruntime as ort
+
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = providers or ["CPUExecutionProvider"]
+        try:
+            self._session = ort.InferenceSession(str(model_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise RuntimeFailure(f"cannot load {model_path}: {exc}") from exc
+        self.name = "onnx-cuda" if "CUDAExecutionProvider" in self._session.get_providers() \
+            else "onnx-cpu"
+        self.artifact, self.precision = artifact, precision
+        self.pad_token_id, self.padding_side = pad_token_id, padding_side
+
+    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+        ids, mask = pad(sequences, self.pad_token_id, self.padding_side)
+        (vectors,) = self._session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})
+        return np.asarray(vectors, dtype=np.float32)
