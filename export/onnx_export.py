@@ -1,0 +1,92 @@
+"""ONNX artifacts: fp32 from torch, fp16 and int8 derived from it.
+
+The graph takes `input_ids` and `attention_mask` (int64, [batch, seq], either padding side) and
+returns `embeddings` [batch, hidden]: the last real token's hidden state, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAME = "embeddings"
+OPSET = 18
+_TWO_GB = 2 * 1024**3
+
+
+def last_token_embedder(model):
+    """Wrap a Qwen3 backbone so that pooling and normalisation happen in the graph."""
+    import torch
+
+    class LastTokenEmbedder(torch.nn.Module):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                   use_cache=False).last_hidden_state
+            positions = torch.arange(1, attention_mask.shape[1] + 1, device=input_ids.device)
+            last = (attention_mask * positions).argmax(dim=-1)  # last 1 in the mask
+            pooled = hidden[torch.arange(hidden.shape[0], device=input_ids.device), last]
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+
+    return LastTokenEmbedder(model).eval()
+
+
+def export_fp32(model, out_dir: Path) -> list[Path]:
+    """Export with torch.onnx (dynamo); weights go to external data. Returns the files written."""
+    import torch
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-torchvision chatter
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "model.onnx"
+    sample_ids = torch.tensor([[9707, 11, 1879, 0, 151643], [9707, 1879, 30, 151643, 151643]])
+    sample_mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            last_token_embedder(model), (sample_ids, sample_mask), dynamo=True,
+            input_names=INPUT_NAMES, output_names=[OUTPUT_NAME], opset_version=OPSET,
+            dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}), optimize=True,
+            verbose=False)
+    program.save(str(target), external_data=True)
+    return sorted(p for p in out_dir.iterdir() if p.name.startswith("model.onnx"))
+
+
+def convert_fp16(fp32_path: Path, out_dir: Path) -> list[Path]:
+    """fp16 weights and compute, float32/int64 at the graph's edges (keep_io_types)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(fp32_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = convert_float_to_float16(model, keep_io_types=True)
+    return _save(converted, out_dir / "model.onnx")
+
+
+def quantize_int8(fp32_path: Path, out_dir: Path) -> list[Path]:
+    """Dynamic int8 (QInt8 weights, per output channel) of the MatMuls; activations stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "model.onnx"
+    fp32_bytes = sum(p.stat().st_size for p in fp32_path.parent.glob(fp32_path.name + "*"))
+    quantize_dynamic(str(fp32_path), str(target), weight_type=QuantType.QInt8,
+                     per_channel=True, op_types_to_quantize=["MatMul"],
+                     use_external_data_format=fp32_bytes / 4 > _TWO_GB)
+    return sorted(p for p in out_dir.iterdir() if p.name.startswith("model.onnx"))
+
+
+def _save(model, target: Path) -> list[Path]:
+    import onnx
+
+    external = model.ByteSize() > _TWO_GB
+    onnx.save_model(model, str(target), save_as_external_data=external,
+                    all_tensors_to_one_file=True, location=target.name + ".data")
+    return sorted(p for p in target.parent.iterdir() if p.name.startswith(target.name))

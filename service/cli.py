@@ -1,0 +1,82 @@
+"""The `embedrpc` command. Subcommands import their (possibly heavy) modules only when run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from embedrpc.export.checkpoint import ExportError
+        from embedrpc.export.pipeline import export_bundle
+    except ImportError as exc:
+        return _fail(f"export needs the export extra (pip install 'embedrpc[export]'): {exc}")
+    try:
+        export_bundle(args.model, args.out, revision=args.revision, task=args.task,
+                      formats=args.formats, force=args.force,
+                      probe_max_tokens=args.probe_max_tokens)
+    except ExportError as exc:
+        return _fail(str(exc))
+    except OSError as exc:  # disk full, permissions: the staging area is already removed
+        return _fail(f"export failed writing files: {exc}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from embedrpc.service.manifest import BundleError
+    from embedrpc.service.validate import format_report, validate_bundle
+
+    try:
+        results = validate_bundle(args.bundle, args.artifact or None,
+                                  padding_side=args.padding_side)
+    except BundleError as exc:
+        return _fail(str(exc))
+    print(format_report(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _fail(message: str) -> int:
+    print(f"embedrpc: error: {message}", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from embedrpc.service import __version__
+
+    parser = argparse.ArgumentParser(prog="embedrpc", description=(
+        "Serve jina-embeddings-v5-text-small (Qwen3 last-token embedders) over gRPC."))
+    parser.add_argument("--version", action="version", version=f"embedrpc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    export = commands.add_parser("export", help="convert a checkpoint into a bundle",
+                                 description="Convert a Hugging Face checkpoint (hub id or local "
+                                             "directory) into a parity-checked bundle.")
+    export.add_argument("model", help="hub id (org/name) or local checkpoint directory")
+    export.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    export.add_argument("--revision", help="hub branch, tag or commit")
+    export.add_argument("--task", help="LoRA task to merge for a base repo with adapters/: "
+                                       "retrieval, text-matching, clustering, classification")
+    export.add_argument("--formats", help="comma-separated: onnx-fp32,onnx-fp16,onnx-int8 or "
+                                          "the group 'onnx' or 'all' (default: onnx)")
+    export.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    export.add_argument("--probe-max-tokens", type=int, default=512,
+                        help="longest parity probe in tokens (capped at the model's limit)")
+    export.set_defaults(run=_export)
+
+    validate = commands.add_parser("validate", help="check a bundle's checksums and parity")
+    validate.add_argument("bundle", type=Path)
+    validate.add_argument("--artifact", action="append", help="only this artifact (repeatable)")
+    validate.add_argument("--padding-side", choices=["right", "left"], default="right")
+    validate.set_defaults(run=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
