@@ -1,0 +1,82 @@
+"""Shared fixtures: random-weight Qwen3 checkpoints (real Qwen3 tokenizer) and their bundles.
+
+Checkpoints are built once and cached on disk (~/.cache/embedrpc/test-checkpoints); bundles are
+exported once per test session. A missing tokenizer fails the run: it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from embedrpc.export.random_checkpoint import (build_random_checkpoint, default_cache_dir,
+                                               fetch_qwen3_tokenizer)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MAX_SEQ_LENGTH = 128  # the tiny fixtures' max input tokens: long probes get truncated
+CHECKPOINT_LAYOUT_VERSION = 1
+
+
+def cached_checkpoint(shape: str, appends_eos: bool, adapters: tuple[str, ...] = (),
+                      seed: int = 0, max_seq_length: int = MAX_SEQ_LENGTH) -> Path:
+    key = (f"{shape}-{'eos' if appends_eos else 'noeos'}-s{seed}-m{max_seq_length}-"
+           f"{'+'.join(adapters) or 'merged'}-v{CHECKPOINT_LAYOUT_VERSION}")
+    target = default_cache_dir() / "test-checkpoints" / key
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    build_random_checkpoint(staging, shape, appends_eos, seed, max_seq_length, adapters)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_json() -> Path:
+    try:
+        return fetch_qwen3_tokenizer()
+    except RuntimeError as exc:
+        pytest.fail(f"the real Qwen3 tokenizer is required: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session", params=[True, False], ids=["eos", "noeos"])
+def appends_eos(request) -> bool:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(qwen3_tokenizer_json, appends_eos) -> Path:
+    return cached_checkpoint("tiny", appends_eos)
+
+
+@pytest.fixture(scope="session")
+def adapter_checkpoint(qwen3_tokenizer_json) -> Path:
+    """A base model with retrieval and classification adapters (jina v5 base repo layout)."""
+    return cached_checkpoint("tiny", True, adapters=("classification", "retrieval"))
+
+
+_BUNDLES: dict[tuple, Path] = {}
+
+
+def exported_bundle(tmp_path_factory, checkpoint: Path, **options) -> Path:
+    """Export `checkpoint` once per session and options; returns the bundle directory."""
+    from embedrpc.export.pipeline import export_bundle
+
+    key = (str(checkpoint), tuple(sorted(options.items())))
+    if key not in _BUNDLES:
+        out = tmp_path_factory.mktemp("bundle") / "bundle"
+        export_bundle(str(checkpoint), out, probe_max_tokens=MAX_SEQ_LENGTH, **options)
+        _BUNDLES[key] = out
+    return _BUNDLES[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+    return exported_bundle(tmp_path_factory, tiny_checkpoint)

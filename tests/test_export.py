@@ -1,0 +1,129 @@
+"""`embedrpc export`: artifacts meet their bars against sentence-transformers, manifest is true."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from embedrpc.service.bundle import Bundle
+from embedrpc.service.manifest import BundleError, load_manifest, sha256_file, verify_bundle
+from embedrpc.service.tokenization import Truncation
+from embedrpc.service.validate import validate_bundle
+
+from conftest import MAX_SEQ_LENGTH, exported_bundle
+
+ONNX_BARS = {"onnx-fp32": 0.99999, "onnx-fp16": 0.9999, "onnx-int8": 0.995}
+FRESH_TEXTS = ["how do vector databases index embeddings?", "🙂", "Ünïcödé\tand\nlines",
+               "x " * 400]  # the last one is truncated to the model's limit
+
+
+def st_oracle(checkpoint, padding_side="right") -> SentenceTransformer:
+    """sentence-transformers loading the checkpoint the standard way (its modules.json)."""
+    model = SentenceTransformer(str(checkpoint), device="cpu")
+    model.tokenizer.padding_side = padding_side
+    return model
+
+
+def served_vectors(bundle_dir, artifact, texts, prompt_name, padding_side="right"):
+    bundle = Bundle(bundle_dir)
+    prompt = bundle.manifest.prompts[prompt_name]
+    ids = bundle.tokenizer().encode(texts, prompt, Truncation.RIGHT)
+    runtime = bundle.open_runtime(artifact, padding_side=padding_side)
+    return runtime.embed(ids, max_batch_tokens=4096)
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_artifacts_meet_bars_on_stored_probes(tiny_bundle, padding_side):
+    results = validate_bundle(tiny_bundle, padding_side=padding_side)
+    assert {r.artifact for r in results} == set(ONNX_BARS)
+    for result in results:
+        assert result.min_cosine >= ONNX_BARS[result.artifact], result
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("prompt_name", ["query", "document"])
+def test_artifacts_match_fresh_sentence_transformers(tiny_checkpoint, tiny_bundle, padding_side,
+                                                     prompt_name):
+    expected = st_oracle(tiny_checkpoint, padding_side).encode(FRESH_TEXTS,
+                                                               prompt_name=prompt_name)
+    for artifact, bar in ONNX_BARS.items():
+        got = served_vectors(tiny_bundle, artifact, FRESH_TEXTS, prompt_name, padding_side)
+        assert min_cosine(got, expected) >= bar, artifact
+    fp32 = served_vectors(tiny_bundle, "onnx-fp32", FRESH_TEXTS, prompt_name, padding_side)
+    np.testing.assert_allclose(fp32, expected, atol=2e-5)
+
+
+def test_prompts_change_vectors(tiny_bundle):
+    query = served_vectors(tiny_bundle, "onnx-fp32", FRESH_TEXTS[:1], "query")
+    document = served_vectors(tiny_bundle, "onnx-fp32", FRESH_TEXTS[:1], "document")
+    assert min_cosine(query, document) < 0.9999
+
+
+def test_manifest_describes_checkpoint(tiny_checkpoint, tiny_bundle, appends_eos):
+    manifest = load_manifest(tiny_bundle)
+    assert manifest.architecture == "qwen3" and manifest.hidden_size == 64
+    assert manifest.matryoshka_dims == [32, 64]
+    assert manifest.max_input_tokens == MAX_SEQ_LENGTH
+    assert manifest.prompts == {"query": "Query: ", "document": "Document: "}
+    assert manifest.default_prompt_name == "document"
+    assert manifest.pooling == "last" and manifest.normalize is True
+    assert manifest.tokenizer.appends_eos is appends_eos
+    assert manifest.source.model == str(tiny_checkpoint.resolve())
+    assert manifest.source.revision is None and len(manifest.source.content_sha256) == 64
+    for artifact in manifest.artifacts:
+        assert artifact.parity.passed and artifact.parity.bar == ONNX_BARS[artifact.name]
+        assert artifact.bytes == sum((tiny_bundle / f.path).stat().st_size for f in artifact.files)
+    assert manifest.artifact("onnx-int8").lossy and not manifest.artifact("onnx-fp32").lossy
+
+
+def test_manifest_checksums_match_files(tiny_bundle, tmp_path):
+    manifest = load_manifest(tiny_bundle)
+    for entry in manifest.tokenizer.files + [f for a in manifest.artifacts for f in a.files]:
+        assert sha256_file(tiny_bundle / entry.path) == entry.sha256
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    data = copy / manifest.artifact("onnx-int8").path
+    data.write_bytes(data.read_bytes()[:-1] + b"\0")
+    with pytest.raises(BundleError, match="onnx/int8/model.onnx: sha256 does not match"):
+        verify_bundle(copy, manifest)
+    verify_bundle(copy, manifest, artifacts=["onnx-fp32"])  # the others are intact
+
+
+def test_adapter_merge_matches_peft(adapter_checkpoint, tmp_path_factory, tmp_path):
+    """Merging the retrieval adapter gives peft's merged model, not the base nor another task."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    bundle = exported_bundle(tmp_path_factory, adapter_checkpoint, task="retrieval",
+                             formats="onnx-fp32")
+    assert load_manifest(bundle).source.task == "retrieval"
+    merged_dir = tmp_path / "peft-merged"
+    base = AutoModel.from_pretrained(adapter_checkpoint)
+    PeftModel.from_pretrained(base, adapter_checkpoint / "adapters" / "retrieval") \
+        .merge_and_unload().save_pretrained(merged_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "modules.json",
+                 "config_sentence_transformers.json", "sentence_bert_config.json"):
+        shutil.copy2(adapter_checkpoint / name, merged_dir / name)
+    shutil.copytree(adapter_checkpoint / "1_Pooling", merged_dir / "1_Pooling")
+    expected = st_oracle(merged_dir).encode(FRESH_TEXTS, prompt_name="query")
+    got = served_vectors(bundle, "onnx-fp32", FRESH_TEXTS, "query")
+    assert min_cosine(got, expected) >= 0.99999
+    unmerged = st_oracle(adapter_checkpoint).encode(FRESH_TEXTS, prompt_name="query")
+    assert min_cosine(got, unmerged) < 0.999  # the adapter really changed the model
+
+
+def test_parity_report_written(tiny_bundle):
+    report = (tiny_bundle / "parity" / "report.txt").read_text()
+    for artifact in ONNX_BARS:
+        assert artifact in report
+    probes = json.loads((tiny_bundle / "parity" / "probes.json").read_text())
+    assert {p["prompt_name"] for p in probes} == {"query", "document"}
+    assert np.load(tiny_bundle / "parity" / "oracle.npy").shape == (len(probes), 64)
