@@ -66,7 +66,9 @@ def convert_fp16(fp32_path: Path, out_dir: Path) -> list[Path]:
     model = onnx.load(str(fp32_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(model, keep_io_types=True)
+        # The exporter annotates every value's type; re-inferring would serialise the whole
+        # proto, which fails past 2 GB.
+        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
     return _save(converted, out_dir / "model.onnx")
 
 
