@@ -19,6 +19,8 @@ class Runtime(abc.ABC):
     name: str  # "onnx-cpu", "onnx-cuda", "llamacpp"
     precision: str  # the artifact's precision
     artifact: str  # the manifest artifact name in use
+    pads_batches: bool = True  # False: sequences are packed, a batch costs its total tokens
+    max_sequences: int | None = None  # most sequences one forward pass takes
 
     @abc.abstractmethod
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
@@ -28,7 +30,8 @@ class Runtime(abc.ABC):
         """Embed any number of sequences, batched by padded-token budget, in input order."""
         if not sequences:
             raise ValueError("no sequences to embed")
-        batches = plan_batches([len(s) for s in sequences], max_batch_tokens)
+        batches = plan_batches([len(s) for s in sequences], max_batch_tokens,
+                               padded=self.pads_batches, max_sequences=self.max_sequences)
         out: np.ndarray | None = None
         for batch in batches:
             vectors = self.embed_batch([sequences[i] for i in batch])
