@@ -22,7 +22,8 @@ class Bundle:
                                          max_input_tokens or self.manifest.max_input_tokens)
 
     def open_runtime(self, artifact_name: str, *, threads: int = 0, padding_side: str = "right",
-                     providers: list[str] | None = None) -> Runtime:
+                     providers: list[str] | None = None, max_batch_tokens: int = 4096) -> Runtime:
+        """A runtime over the artifact; `max_batch_tokens` sizes llama.cpp's context."""
         artifact = self.manifest.artifact(artifact_name)
         if artifact.format == "onnx":
             from embedrpc.service.runtimes.onnx_runtime import OnnxRuntime
@@ -31,6 +32,12 @@ class Bundle:
                                precision=artifact.precision,
                                pad_token_id=self.manifest.tokenizer.pad_token_id,
                                providers=providers, threads=threads, padding_side=padding_side)
+        if artifact.format == "gguf":
+            from embedrpc.service.runtimes.llamacpp_runtime import LlamaCppRuntime
+
+            return LlamaCppRuntime(self.path_of(artifact), artifact=artifact.name,
+                                   precision=artifact.precision, threads=threads,
+                                   max_batch_tokens=max_batch_tokens)
         raise BundleError(f"artifact {artifact.name!r} has format {artifact.format!r}, "
                           f"which this embedrpc cannot run")
 

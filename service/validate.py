@@ -59,9 +59,11 @@ def measure(bundle: Bundle, artifact_name: str, bar: float, *, padding_side: str
             ) -> ParityResult:
     oracle = np.load(bundle.root / ORACLE_FILE)
     sequences = sequences or probe_token_ids(bundle)
-    runtime = bundle.open_runtime(artifact_name, padding_side=padding_side, providers=providers)
+    budget = max(PARITY_BATCH_TOKENS, max(len(s) for s in sequences))
+    runtime = bundle.open_runtime(artifact_name, padding_side=padding_side, providers=providers,
+                                  max_batch_tokens=budget)
     try:
-        vectors = runtime.embed(sequences, PARITY_BATCH_TOKENS)
+        vectors = runtime.embed(sequences, budget)
     finally:
         runtime.close()
     return ParityResult(artifact_name, *compare(vectors, oracle), bar=bar)

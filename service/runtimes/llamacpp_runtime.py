@@ -1,0 +1,135 @@
+"""llama.cpp backend (GGUF) through llama-cpp-python's low-level API.
+
+It takes token ids from the bundle tokenizer (so ids equal every other runtime's), packs several
+sequences into one decode without padding, and reads the pooled (LAST) vector of each sequence.
+A sequence or batch that does not fit the context is an error here, never a silent truncation.
+
+Packing is invariant up to float rounding only: llama.cpp picks matmul micro-kernels by a row's
+place in the batch, so a text's vector can move by ~1e-4 per component with its batch-mates.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from embedrpc.service.runtimes.base import Runtime, RuntimeFailure
+
+KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
+LLAMA_MAX_SEQ = 256  # llama.cpp's compile-time limit on sequences per context
+_GGML_LOG_LEVEL_ERROR = 4
+_log_callback = None  # kept referenced: llama.cpp calls it from C
+
+
+def _quiet_logs(llama_cpp) -> None:
+    """Only llama.cpp's errors reach stderr (its info logs are per-load and per-context)."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def forward_errors(level, text, _user_data):
+        if level == _GGML_LOG_LEVEL_ERROR:
+            sys.stderr.write(text.decode("utf-8", "replace"))
+
+    _log_callback = forward_errors
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+class LlamaCppRuntime(Runtime):
+    pads_batches = False
+
+    def __init__(self, model_path: Path, *, artifact: str, precision: str, threads: int = 0,
+                 max_batch_tokens: int = 4096, max_sequences: int = 64, kv_type: str = "f32"):
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise RuntimeFailure("the llama.cpp runtime needs llama-cpp-python "
+                                 "(pip install 'embedrpc[llamacpp]')") from exc
+        if max_batch_tokens < 1 or max_sequences < 1:
+            raise ValueError("max_batch_tokens and max_sequences must be positive")
+        # llama.cpp reserves an output per sequence within the batch (it aborts otherwise).
+        max_sequences = min(max_sequences, max_batch_tokens, LLAMA_MAX_SEQ)
+        self._llama = llama_cpp
+        _quiet_logs(llama_cpp)
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = 0
+        self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
+        if not self._model:
+            raise RuntimeFailure(f"llama.cpp cannot load {model_path}")
+        threads = threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = params.n_batch = params.n_ubatch = max_batch_tokens
+        params.n_seq_max = max_sequences
+        params.kv_unified = True  # every sequence may use the whole context
+        params.embeddings = True
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST
+        params.type_k = params.type_v = KV_TYPES[kv_type]
+        params.n_threads = params.n_threads_batch = threads
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise RuntimeFailure(f"llama.cpp cannot create a context for {model_path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._batch = llama_cpp.llama_batch_init(max_batch_tokens, 0, 1)
+        self.hidden_size = llama_cpp.llama_model_n_embd(self._model)
+        self.name, self.artifact, self.precision = "llamacpp", artifact, precision
+        self.max_batch_tokens, self.max_sequences = max_batch_tokens, max_sequences
+
+    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+        longest = max(len(s) for s in sequences)
+        if longest > self.max_batch_tokens:
+            raise ValueError(f"a sequence of {longest} tokens is over this runtime's context of "
+                             f"{self.max_batch_tokens} tokens; it is not truncated here")
+        total = sum(len(s) for s in sequences)
+        if total > self.max_batch_tokens or len(sequences) > self.max_sequences:
+            raise ValueError(f"batch of {len(sequences)} sequences / {total} tokens exceeds "
+                             f"{self.max_sequences} sequences / {self.max_batch_tokens} tokens")
+        llama_cpp, batch = self._llama, self._batch
+        row = 0
+        for seq_id, sequence in enumerate(sequences):
+            for position, token in enumerate(sequence):
+                batch.token[row] = token
+                batch.pos[row] = position
+                batch.n_seq_id[row] = 1
+                batch.seq_id[row][0] = seq_id
+                batch.logits[row] = True
+                row += 1
+        batch.n_tokens = row
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeFailure(f"llama_decode failed with status {status}")
+        vectors = np.empty((len(sequences), self.hidden_size), dtype=np.float32)
+        for seq_id in range(len(sequences)):
+            pointer = llama_cpp.llama_get_embeddings_seq(self._ctx, seq_id)
+            if not pointer:
+                raise RuntimeFailure(f"llama.cpp returned no pooled embedding for sequence {seq_id}")
+            vectors[seq_id] = np.ctypeslib.as_array(pointer, shape=(self.hidden_size,))
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """llama.cpp's own tokenisation of `text` (special tokens in the text are parsed)."""
+        encoded = text.encode("utf-8")
+        capacity = len(encoded) + 8
+        tokens = (self._llama.llama_token * capacity)()
+        count = self._llama.llama_tokenize(self._vocab, encoded, len(encoded), tokens, capacity,
+                                           add_special, True)
+        if count < 0:
+            raise RuntimeFailure(f"llama_tokenize needs {-count} tokens")
+        return list(tokens[:count])
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._llama.llama_batch_free(self._batch)
+            self._llama.llama_free(self._ctx)
+            self._llama.llama_model_free(self._model)
+            self._ctx = None
+
+    def __del__(self):
+        self.close()
