@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from embedrpc.export import onnx_export
+from embedrpc.export import gguf_export, onnx_export
 from embedrpc.export.checkpoint import Checkpoint, ExportError, choose_task, load_model, resolve
 from embedrpc.export.oracle import build_oracle, make_probes, oracle_embeddings, probes_to_json
 from embedrpc.export.random_checkpoint import JINA_PROMPTS
@@ -47,9 +47,14 @@ FORMATS = {spec.name: spec for spec in [
     FormatSpec("onnx-fp32", "onnx", "fp32", 0.99999, "onnx/fp32"),
     FormatSpec("onnx-fp16", "onnx", "fp16", 0.9999, "onnx/fp16"),
     FormatSpec("onnx-int8", "onnx", "int8", 0.995, "onnx/int8"),
+    FormatSpec("gguf-f16", "gguf", "f16", 0.9999, "gguf"),
+    FormatSpec("gguf-bf16", "gguf", "bf16", 0.9999, "gguf"),
+    FormatSpec("gguf-q8_0", "gguf", "q8_0", 0.995, "gguf"),
+    FormatSpec("gguf-q4_k_m", "gguf", "q4_k_m", 0.95, "gguf"),
 ]}
-FORMAT_GROUPS = {"onnx": [n for n in FORMATS if n.startswith("onnx-")]}
-DEFAULT_FORMATS = FORMAT_GROUPS["onnx"]
+FORMAT_GROUPS = {group: [n for n in FORMATS if n.startswith(group + "-")]
+                 for group in ("onnx", "gguf")}
+DEFAULT_FORMATS = list(FORMATS)
 
 
 def parse_formats(text: str | None) -> list[str]:
@@ -108,14 +113,11 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
         manifest.parity_probe["max_tokens"] = min(probe_max_tokens, manifest.max_input_tokens)
         progress.step("computing sentence-transformers oracle vectors",
                       lambda: _write_oracle(root, manifest, tokenizer, oracle_dir))
-        fp32_files = progress.step("exporting ONNX fp32", lambda: onnx_export.export_fp32(
-            torch_model, staging.work_dir("onnx-fp32")))
-        del torch_model
+        builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress)
         results = []
         for name in names:
             spec = FORMATS[name]
-            files = progress.step(f"writing {name}",
-                                  lambda: _build_artifact(spec, fp32_files, root / spec.directory))
+            files = progress.step(f"writing {name}", lambda: builder.build(spec))
             artifact = _record(spec, files, root)
             manifest.artifacts.append(artifact)
             result = progress.step(f"measuring parity of {name}", lambda: measure(
@@ -136,16 +138,56 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
     return manifest
 
 
-def _build_artifact(spec: FormatSpec, fp32_files: list[Path], out_dir: Path) -> list[Path]:
-    fp32_model = next(p for p in fp32_files if p.name == "model.onnx")
-    if spec.name == "onnx-fp32":
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return [Path(shutil.copy2(p, out_dir / p.name)) for p in fp32_files]
-    if spec.name == "onnx-fp16":
-        return onnx_export.convert_fp16(fp32_model, out_dir)
-    if spec.name == "onnx-int8":
-        return onnx_export.quantize_int8(fp32_model, out_dir)
-    raise ExportError(f"no builder for {spec.name}")
+class ArtifactBuilder:
+    """Builds each artifact from the model or from intermediates made once on first need
+    (the ONNX fp32 graph for fp16/int8, the F16 GGUF for llama.cpp's quantiser). An
+    intermediate is written where its artifact belongs when that artifact is requested,
+    else to scratch space."""
+
+    def __init__(self, torch_model, manifest: Manifest, root: Path, staging: Staging,
+                 requested: list[str], progress: Progress):
+        self.model, self.manifest, self.root = torch_model, manifest, root
+        self.staging, self.requested, self.progress = staging, requested, progress
+        self._onnx_fp32: list[Path] | None = None
+        self._gguf_f16: Path | None = None
+
+    def build(self, spec: FormatSpec) -> list[Path]:
+        out_dir = self.root / spec.directory
+        if spec.format == "onnx":
+            if spec.precision == "fp32":
+                return self.onnx_fp32()
+            source = next(p for p in self.onnx_fp32() if p.name == "model.onnx")
+            convert = onnx_export.convert_fp16 if spec.precision == "fp16" \
+                else onnx_export.quantize_int8
+            return convert(source, out_dir)
+        if spec.precision == "f16":
+            return [self.gguf_f16()]
+        target = out_dir / f"model-{spec.precision}.gguf"
+        if spec.precision in gguf_export.WRITTEN_TYPES:
+            return self._write_gguf(target, spec.precision)
+        return gguf_export.quantize(self.gguf_f16(), target, spec.precision)
+
+    def _home(self, name: str) -> Path:
+        return self.root / FORMATS[name].directory if name in self.requested \
+            else self.staging.work_dir(name)
+
+    def onnx_fp32(self) -> list[Path]:
+        if self._onnx_fp32 is None:
+            self._onnx_fp32 = self.progress.step("exporting ONNX fp32", lambda: (
+                onnx_export.export_fp32(self.model, self._home("onnx-fp32"))))
+        return self._onnx_fp32
+
+    def gguf_f16(self) -> Path:
+        if self._gguf_f16 is None:
+            self._gguf_f16 = self._write_gguf(self._home("gguf-f16") / "model-f16.gguf", "f16")[0]
+        return self._gguf_f16
+
+    def _write_gguf(self, target: Path, precision: str) -> list[Path]:
+        manifest = self.manifest
+        return gguf_export.write_gguf(
+            self.model, self.root / "tokenizer.json", target, precision,
+            name=Path(manifest.source.model).name, eos_token_id=manifest.tokenizer.eos_token_id,
+            pad_token_id=manifest.tokenizer.pad_token_id, context_length=manifest.max_input_tokens)
 
 
 def _record(spec: FormatSpec, files: list[Path], root: Path) -> Artifact:

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", help="hub branch, tag or commit")
     export.add_argument("--task", help="LoRA task to merge for a base repo with adapters/: "
                                        "retrieval, text-matching, clustering, classification")
-    export.add_argument("--formats", help="comma-separated: onnx-fp32,onnx-fp16,onnx-int8 or "
-                                          "the group 'onnx' or 'all' (default: onnx)")
+    export.add_argument("--formats", help="comma-separated: onnx-fp32, onnx-fp16, onnx-int8, "
+                                          "gguf-f16, gguf-bf16, gguf-q8_0, gguf-q4_k_m, or the "
+                                          "groups onnx, gguf, all (default: all)")
     export.add_argument("--force", action="store_true", help="replace a non-empty --out")
     export.add_argument("--probe-max-tokens", type=int, default=512,
                         help="longest parity probe in tokens (capped at the model's limit)")
