@@ -16,7 +16,8 @@ from embedrpc.service.validate import validate_bundle
 
 from conftest import MAX_SEQ_LENGTH, exported_bundle
 
-ONNX_BARS = {"onnx-fp32": 0.99999, "onnx-fp16": 0.9999, "onnx-int8": 0.995}
+BARS = {"onnx-fp32": 0.99999, "onnx-fp16": 0.9999, "onnx-int8": 0.995,
+        "gguf-f16": 0.9999, "gguf-bf16": 0.9999, "gguf-q8_0": 0.995, "gguf-q4_k_m": 0.95}
 FRESH_TEXTS = ["how do vector databases index embeddings?", "🙂", "Ünïcödé\tand\nlines",
                "x " * 400]  # the last one is truncated to the model's limit
 
@@ -43,9 +44,9 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_artifacts_meet_bars_on_stored_probes(tiny_bundle, padding_side):
     results = validate_bundle(tiny_bundle, padding_side=padding_side)
-    assert {r.artifact for r in results} == set(ONNX_BARS)
+    assert {r.artifact for r in results} == set(BARS)
     for result in results:
-        assert result.min_cosine >= ONNX_BARS[result.artifact], result
+        assert result.min_cosine >= BARS[result.artifact], result
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -54,7 +55,7 @@ def test_artifacts_match_fresh_sentence_transformers(tiny_checkpoint, tiny_bundl
                                                      prompt_name):
     expected = st_oracle(tiny_checkpoint, padding_side).encode(FRESH_TEXTS,
                                                                prompt_name=prompt_name)
-    for artifact, bar in ONNX_BARS.items():
+    for artifact, bar in BARS.items():
         got = served_vectors(tiny_bundle, artifact, FRESH_TEXTS, prompt_name, padding_side)
         assert min_cosine(got, expected) >= bar, artifact
     fp32 = served_vectors(tiny_bundle, "onnx-fp32", FRESH_TEXTS, prompt_name, padding_side)
@@ -79,9 +80,10 @@ def test_manifest_describes_checkpoint(tiny_checkpoint, tiny_bundle, appends_eos
     assert manifest.source.model == str(tiny_checkpoint.resolve())
     assert manifest.source.revision is None and len(manifest.source.content_sha256) == 64
     for artifact in manifest.artifacts:
-        assert artifact.parity.passed and artifact.parity.bar == ONNX_BARS[artifact.name]
+        assert artifact.parity.passed and artifact.parity.bar == BARS[artifact.name]
         assert artifact.bytes == sum((tiny_bundle / f.path).stat().st_size for f in artifact.files)
-    assert manifest.artifact("onnx-int8").lossy and not manifest.artifact("onnx-fp32").lossy
+    assert {a.name for a in manifest.artifacts if a.lossy} == {"onnx-int8", "gguf-q8_0",
+                                                               "gguf-q4_k_m"}
 
 
 def test_manifest_checksums_match_files(tiny_bundle, tmp_path):
@@ -122,7 +124,7 @@ def test_adapter_merge_matches_peft(adapter_checkpoint, tmp_path_factory, tmp_pa
 
 def test_parity_report_written(tiny_bundle):
     report = (tiny_bundle / "parity" / "report.txt").read_text()
-    for artifact in ONNX_BARS:
+    for artifact in BARS:
         assert artifact in report
     probes = json.loads((tiny_bundle / "parity" / "probes.json").read_text())
     assert {p["prompt_name"] for p in probes} == {"query", "document"}

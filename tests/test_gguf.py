@@ -1,0 +1,120 @@
+"""GGUF artifacts: llama.cpp metadata, vocabulary, pooling, parity and batching."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+
+from embedrpc.export.oracle import probe_texts
+from embedrpc.export.random_checkpoint import ENDOFTEXT_ID
+from embedrpc.service.bundle import Bundle
+from embedrpc.service.manifest import load_manifest
+from embedrpc.service.runtimes.llamacpp_runtime import LlamaCppRuntime
+from embedrpc.service.validate import validate_bundle
+
+from conftest import cached_checkpoint, exported_bundle
+
+GGUF_BARS = {"gguf-f16": 0.9999, "gguf-bf16": 0.9999, "gguf-q8_0": 0.995, "gguf-q4_k_m": 0.95}
+
+
+def gguf_fields(path) -> dict:
+    reader = gguf.GGUFReader(path)
+    return {name: field.contents() for name, field in reader.fields.items()
+            if not name.startswith("tokenizer.ggml.") or name in (
+                "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.add_bos_token",
+                "tokenizer.ggml.add_eos_token", "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.padding_token_id")}
+
+
+@pytest.fixture(scope="module")
+def f16_runtime(tiny_bundle):
+    runtime = Bundle(tiny_bundle).open_runtime("gguf-f16", max_batch_tokens=512)
+    yield runtime
+    runtime.close()
+
+
+def test_metadata_pools_last_and_follows_the_tokenizer(tiny_bundle, appends_eos):
+    manifest = load_manifest(tiny_bundle)
+    for name in GGUF_BARS:
+        fields = gguf_fields(tiny_bundle / manifest.artifact(name).path)
+        assert fields["general.architecture"] == "qwen3"
+        assert fields["qwen3.pooling_type"] == int(gguf.PoolingType.LAST)
+        assert fields["qwen3.embedding_length"] == 64
+        assert fields["qwen3.block_count"] == 2
+        assert fields["qwen3.attention.head_count_kv"] == 2
+        assert fields["qwen3.attention.key_length"] == 16
+        assert fields["qwen3.context_length"] == manifest.max_input_tokens
+        assert fields["tokenizer.ggml.model"] == "gpt2"
+        assert fields["tokenizer.ggml.pre"] == "qwen2"
+        assert fields["tokenizer.ggml.add_bos_token"] is False
+        assert fields["tokenizer.ggml.add_eos_token"] is appends_eos
+        assert fields["tokenizer.ggml.eos_token_id"] == ENDOFTEXT_ID
+        assert fields["tokenizer.ggml.padding_token_id"] == manifest.tokenizer.pad_token_id
+
+
+def test_token_types_mark_control_tokens(tiny_bundle):
+    reader = gguf.GGUFReader(tiny_bundle / load_manifest(tiny_bundle).artifact("gguf-f16").path)
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == len(types) == 151936
+    assert tokens[ENDOFTEXT_ID] == "<|endoftext|>"
+    assert types[ENDOFTEXT_ID] == gguf.TokenType.CONTROL
+    assert types[151657] == gguf.TokenType.USER_DEFINED  # <tool_call>: added, not special
+    assert types[200] == gguf.TokenType.NORMAL
+    assert types[151935] == gguf.TokenType.UNUSED  # embedding row past the vocabulary
+
+
+@pytest.mark.parametrize("prompt", ["", "Query: ", "Document: "])
+def test_llama_cpp_vocab_gives_hf_ids(tiny_bundle, f16_runtime, prompt):
+    tokenizer = Bundle(tiny_bundle).tokenizer(max_input_tokens=10_000)
+    texts = probe_texts(100, tokenizer.count_tokens)
+    for text in texts:
+        assert f16_runtime.tokenize(prompt + text) == tokenizer.encode([text], prompt)[0], text
+
+
+def test_artifacts_meet_bars(tiny_bundle):
+    results = validate_bundle(tiny_bundle, list(GGUF_BARS))
+    for result in results:
+        assert result.min_cosine >= GGUF_BARS[result.artifact], result
+
+
+def test_q4_k_m_on_k256_widths(tmp_path_factory):
+    """Widths that are multiples of 256 get real Q4_K blocks (tiny widths fall back)."""
+    checkpoint = cached_checkpoint("tiny-k256", True)
+    bundle = exported_bundle(tmp_path_factory, checkpoint, formats="gguf-q4_k_m")
+    manifest = load_manifest(bundle)
+    artifact = manifest.artifact("gguf-q4_k_m")
+    assert artifact.lossy and artifact.parity.min_cosine >= 0.95
+    reader = gguf.GGUFReader(bundle / artifact.path)
+    kinds = {t.tensor_type for t in reader.tensors}
+    assert gguf.GGMLQuantizationType.Q4_K in kinds
+    (result,) = validate_bundle(bundle)
+    assert result.passed
+
+
+def test_mixed_batch_equals_one_at_a_time(tiny_bundle, f16_runtime):
+    """Packing sequences into one decode changes nothing but float rounding: llama.cpp picks
+    matmul micro-kernels by a row's place in the batch (~1e-4 per component on F16)."""
+    tokenizer = Bundle(tiny_bundle).tokenizer()
+    texts = ["short", "a somewhat longer sentence about vector search " * 3, "中文", "x " * 50]
+    sequences = tokenizer.encode(texts, "Query: ")
+    together = f16_runtime.embed_batch(sequences)
+    alone = np.vstack([f16_runtime.embed_batch([s]) for s in sequences])
+    np.testing.assert_allclose(together, alone, atol=1e-3)
+    assert np.min(np.sum(together * alone, axis=1)) >= 0.99999
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(f16_runtime.embed_batch([sequences[0]] * 3), np.vstack([alone[0]] * 3))
+    planned = f16_runtime.embed(sequences[::-1], max_batch_tokens=64)[::-1]  # order restored
+    assert np.min(np.sum(planned * alone, axis=1)) >= 0.99999
+
+
+def test_over_budget_is_an_error_not_a_truncation(tiny_bundle):
+    runtime = Bundle(tiny_bundle).open_runtime("gguf-q8_0", max_batch_tokens=32)
+    assert runtime.max_sequences == 32  # never more sequences than tokens (llama.cpp aborts)
+    try:
+        with pytest.raises(ValueError, match="sequence of 40 tokens is over this runtime's context of 32"):
+            runtime.embed([[100] * 40], max_batch_tokens=32)
+        assert runtime.embed([[100] * 32], max_batch_tokens=32).shape == (1, 64)
+    finally:
+        runtime.close()
