@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: the exported graph pools the last token and L2-normalises in-graph."""
+"""ONNX Runtime backend: the exported graph pools the last token and L2-normalises in-graph.
+
+The int8 artifact quantises activations dynamically with one scale per tensor, so in a padded
+batch every text's scale depends on its batch-mates (and on the padding). To keep a text's
+vector independent of the batch it lands in, int8 runs one sequence per pass.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +47,11 @@ class OnnxRuntime(Runtime):
             else "onnx-cpu"
         self.artifact, self.precision = artifact, precision
         self.pad_token_id, self.padding_side = pad_token_id, padding_side
+        self.max_sequences = 1 if precision == "int8" else None
 
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = pad(sequences, self.pad_token_id, self.padding_side)
         (vectors,) = self._session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        # The graph normalises already; again in float32, for the fp16 graph's rounding.
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
