@@ -22,7 +22,8 @@ class Bundle:
                                          max_input_tokens or self.manifest.max_input_tokens)
 
     def open_runtime(self, artifact_name: str, *, threads: int = 0, padding_side: str = "right",
-                     providers: list[str] | None = None, max_batch_tokens: int = 4096) -> Runtime:
+                     providers: list[str] | None = None, max_batch_tokens: int = 4096,
+                     kv_type: str = "f32", batch_invariant: bool = False) -> Runtime:
         """A runtime over the artifact; `max_batch_tokens` sizes llama.cpp's context."""
         artifact = self.manifest.artifact(artifact_name)
         if artifact.format == "onnx":
@@ -37,7 +38,8 @@ class Bundle:
 
             return LlamaCppRuntime(self.path_of(artifact), artifact=artifact.name,
                                    precision=artifact.precision, threads=threads,
-                                   max_batch_tokens=max_batch_tokens)
+                                   max_batch_tokens=max_batch_tokens, kv_type=kv_type,
+                                   batch_invariant=batch_invariant)
         raise BundleError(f"artifact {artifact.name!r} has format {artifact.format!r}, "
                           f"which this embedrpc cannot run")
 
