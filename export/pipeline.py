@@ -14,11 +14,14 @@ import numpy as np
 
 from embedrpc.export import gguf_export, onnx_export
 from embedrpc.export.checkpoint import Checkpoint, ExportError, choose_task, load_model, resolve
-from embedrpc.export.oracle import build_oracle, make_probes, oracle_embeddings, probes_to_json
+from embedrpc.export.calibration import CORPUS_NAME, calibration_texts
+from embedrpc.export.oracle import (Probe, build_oracle, make_probes, oracle_embeddings,
+                                    probes_to_json)
 from embedrpc.export.random_checkpoint import JINA_PROMPTS
 from embedrpc.export.staging import Staging, check_destination
 from embedrpc.service import __version__
 from embedrpc.service.bundle import Bundle
+from embedrpc.service.encoding import compute_ranges
 from embedrpc.service.manifest import (Artifact, FileEntry, Manifest, Parity, Source,
                                        TokenizerInfo)
 from embedrpc.service.tokenization import BundleTokenizer
@@ -111,7 +114,7 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
         manifest = _base_manifest(checkpoint, task, torch_model.config, root)
         tokenizer = Bundle(root, manifest).tokenizer()
         manifest.parity_probe["max_tokens"] = min(probe_max_tokens, manifest.max_input_tokens)
-        progress.step("computing sentence-transformers oracle vectors",
+        progress.step("computing sentence-transformers oracle and calibration vectors",
                       lambda: _write_oracle(root, manifest, tokenizer, oracle_dir))
         builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress)
         results = []
@@ -286,6 +289,12 @@ def _write_oracle(root: Path, manifest: Manifest, tokenizer: BundleTokenizer,
     oracle = build_oracle(oracle_dir, max_seq_length=limit,
                           padding_side=manifest.tokenizer.padding_side)
     vectors = oracle_embeddings(oracle, probes, manifest.prompts)
+    texts = calibration_texts()
+    calibration = oracle_embeddings(oracle, [Probe(t, name) for name in sorted(manifest.prompts)
+                                             for t in texts], manifest.prompts)
+    manifest.calibration = {"corpus": CORPUS_NAME, "texts": len(texts),
+                            "prompts": sorted(manifest.prompts),
+                            "ranges": compute_ranges(calibration, manifest.matryoshka_dims)}
     (root / "parity").mkdir(exist_ok=True)
     (root / PROBES_FILE).write_text(json.dumps(probes_to_json(probes), indent=1,
                                                ensure_ascii=False) + "\n")

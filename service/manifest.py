@@ -97,6 +97,8 @@ class Manifest:
     pooling: str = "last"
     normalize: bool = True
     parity_probe: dict = field(default_factory=dict)  # how parity was measured
+    # int8/uint8 output ranges: {"corpus", "texts", "ranges": {dims: {"min": [...], "max": [...]}}}
+    calibration: dict = field(default_factory=dict)
     created_by: str = ""
     schema_version: int = SCHEMA_VERSION
 
