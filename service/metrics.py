@@ -1,0 +1,41 @@
+"""Prometheus metrics of one server (its own registry, so several servers can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_TOKEN_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("embedrpc_requests", "RPCs by method and status code",
+                                ["method", "code"], registry=registry)
+        self.inputs = Counter("embedrpc_inputs", "Texts embedded", registry=registry)
+        self.tokens = Counter("embedrpc_tokens", "Tokens embedded", registry=registry)
+        self.queue_depth = Gauge("embedrpc_queue_depth", "Inputs waiting for a batch",
+                                 registry=registry)
+        self.batch_inputs = Histogram("embedrpc_batch_inputs", "Inputs per inference batch",
+                                      buckets=_SIZE_BUCKETS, registry=registry)
+        self.batch_tokens = Histogram("embedrpc_batch_tokens", "Tokens per inference batch",
+                                      buckets=_TOKEN_BUCKETS, registry=registry)
+        self.batch_requests = Histogram("embedrpc_batch_requests",
+                                        "Distinct requests sharing an inference batch",
+                                        buckets=_SIZE_BUCKETS, registry=registry)
+        self.queue_seconds = Histogram("embedrpc_queue_seconds", "Time an input waits for its batch",
+                                       buckets=_LATENCY_BUCKETS, registry=registry)
+        self.inference_seconds = Histogram("embedrpc_inference_seconds", "Time of one batch",
+                                           buckets=_LATENCY_BUCKETS, registry=registry)
+        self.request_seconds = Histogram("embedrpc_request_seconds", "Time of one RPC",
+                                         ["method"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.tokens_per_second = Gauge("embedrpc_tokens_per_second",
+                                       "Tokens per second of the last inference batch",
+                                       registry=registry)
+
+    def serve(self, port: int, host: str = "0.0.0.0"):
+        """Expose /metrics over HTTP; returns the HTTP server (call shutdown() to stop)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

@@ -1,0 +1,179 @@
+"""The batching queue between gRPC requests and one runtime.
+
+Inputs of concurrent requests wait in one bounded queue; a single loop forms batches under a
+token budget (padded cost for ONNX, packed for llama.cpp), starting from the oldest input and
+adding the inputs closest to it in length, runs each batch off the event loop, and hands every
+vector back to its request. A request that is cancelled or whose deadline expires leaves the
+queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from embedrpc.service.metrics import Metrics
+from embedrpc.service.runtimes.base import Runtime
+
+FAILURES_BEFORE_NOT_SERVING = 3
+
+
+class QueueFull(Exception):
+    """The queue cannot take the request's inputs now."""
+
+
+class ShuttingDown(Exception):
+    """The server no longer accepts work."""
+
+
+class InferenceFailed(Exception):
+    """The runtime failed on a batch holding the request's inputs."""
+
+
+@dataclass(eq=False)
+class _Job:
+    future: asyncio.Future
+    vectors: list = field(default_factory=list)
+    remaining: int = 0
+
+
+@dataclass(eq=False)
+class _Item:
+    job: _Job
+    index: int
+    ids: list[int]
+    enqueued: float
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime, *, max_batch_tokens: int, max_queue: int,
+                 metrics: Metrics, on_health: Callable[[bool], None] | None = None):
+        self.runtime, self.metrics, self.on_health = runtime, metrics, on_health
+        self.max_batch_tokens, self.max_queue = max_batch_tokens, max_queue
+        self._pending: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedrpc-inference")
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._failures = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="embedrpc-scheduler")
+
+    async def embed(self, sequences: list[list[int]]) -> np.ndarray:
+        """Vectors for `sequences`, in order, once every one has been through a batch."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        if len(self._pending) + len(sequences) > self.max_queue:
+            raise QueueFull(f"the queue holds {len(self._pending)} of {self.max_queue} inputs; "
+                            f"retry later")
+        job = _Job(asyncio.get_running_loop().create_future(), [None] * len(sequences),
+                   len(sequences))
+        now = time.monotonic()
+        self._pending.extend(_Item(job, i, ids, now) for i, ids in enumerate(sequences))
+        self._queue_changed()
+        self._wake.set()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._drop(job)
+            raise
+
+    async def close(self) -> None:
+        """Take no new work, finish what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def _queue_changed(self) -> None:
+        self.metrics.queue_depth.set(len(self._pending))
+
+    def _drop(self, job: _Job) -> None:
+        self._pending = [item for item in self._pending if item.job is not job]
+        self._queue_changed()
+
+    def _take_batch(self) -> list[_Item]:
+        anchor = len(self._pending[0].ids)  # the oldest input always goes first
+        order = sorted(range(len(self._pending)),
+                       key=lambda i: (abs(len(self._pending[i].ids) - anchor), i))
+        chosen: list[int] = []
+        longest = total = 0
+        for index in order:
+            length = len(self._pending[index].ids)
+            cost = (len(chosen) + 1) * max(longest, length) if self.runtime.pads_batches \
+                else total + length
+            full = self.runtime.max_sequences is not None and \
+                len(chosen) >= self.runtime.max_sequences
+            if chosen and (cost > self.max_batch_tokens or full):
+                continue
+            chosen.append(index)
+            longest, total = max(longest, length), total + length
+        taken = set(chosen)
+        batch = [self._pending[i] for i in sorted(chosen)]
+        self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
+        self._queue_changed()
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take_batch()
+            started = time.monotonic()
+            try:
+                vectors = await loop.run_in_executor(self._executor, self.runtime.embed_batch,
+                                                     [item.ids for item in batch])
+            except Exception as exc:  # any runtime failure fails the batch's requests
+                self._fail(batch, exc)
+                continue
+            self._record(batch, started)
+            for item, vector in zip(batch, vectors):
+                job = item.job
+                if job.future.done():  # cancelled or failed meanwhile
+                    continue
+                job.vectors[item.index] = vector
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.future.set_result(np.vstack(job.vectors))
+
+    def _record(self, batch: list[_Item], started: float) -> None:
+        elapsed = time.monotonic() - started
+        tokens = sum(len(item.ids) for item in batch)
+        metrics = self.metrics
+        metrics.inference_seconds.observe(elapsed)
+        metrics.batch_inputs.observe(len(batch))
+        metrics.batch_tokens.observe(tokens)
+        metrics.batch_requests.observe(len({id(item.job) for item in batch}))
+        metrics.inputs.inc(len(batch))
+        metrics.tokens.inc(tokens)
+        metrics.tokens_per_second.set(tokens / elapsed if elapsed > 0 else 0)
+        for item in batch:
+            metrics.queue_seconds.observe(started - item.enqueued)
+        if self._failures and self.on_health:
+            self.on_health(True)
+        self._failures = 0
+
+    def _fail(self, batch: list[_Item], exc: Exception) -> None:
+        self._failures += 1
+        for job in {item.job for item in batch}:
+            if not job.future.done():
+                job.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+            self._drop(job)
+        if self._failures >= FAILURES_BEFORE_NOT_SERVING and self.on_health:
+            self.on_health(False)
