@@ -37,6 +37,30 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from embedrpc.service.config import from_arguments
+    from embedrpc.service.manifest import BundleError
+    from embedrpc.service.runtimes.base import RuntimeFailure
+    from embedrpc.service.selection import SelectionError
+    from embedrpc.service.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(serve(from_arguments(args)))
+    except (BundleError, SelectionError, RuntimeFailure, OSError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from embedrpc.service.client import run
+
+    return run(args)
+
+
 def _fail(message: str) -> int:
     print(f"embedrpc: error: {message}", file=sys.stderr)
     return 2
@@ -71,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--artifact", action="append", help="only this artifact (repeatable)")
     validate.add_argument("--padding-side", choices=["right", "left"], default="right")
     validate.set_defaults(run=_validate)
+
+    from embedrpc.service import client, config
+
+    serve = commands.add_parser("serve", help="serve a bundle over gRPC",
+                                description="Serve a bundle (or a model id / checkpoint, exported "
+                                            "first) over gRPC. Flags default to EMBEDRPC_* "
+                                            "environment variables.")
+    config.add_arguments(serve)
+    serve.set_defaults(run=_serve)
+
+    embed = commands.add_parser("embed", help="call a server and print JSON")
+    client.add_arguments(embed)
+    embed.set_defaults(run=_embed)
     return parser
 
 

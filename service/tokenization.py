@@ -68,6 +68,9 @@ class BundleTokenizer:
         """Tokens of `text` with special tokens, before any truncation."""
         return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
 
+    def tokens_of(self, ids: list[int]) -> list[str]:
+        return [self._tokenizer.id_to_token(i) or "" for i in ids]
+
     def token_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)
 

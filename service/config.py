@@ -1,0 +1,71 @@
+"""Server configuration: command-line flags, each with an EMBEDRPC_* environment default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+from embedrpc.service.selection import RUNTIMES
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bundle: str  # bundle directory, or a hub id / checkpoint directory to export first
+    host: str = "0.0.0.0"
+    port: int = 50051
+    runtime: str = "auto"
+    artifact: str | None = None  # force one bundle artifact, e.g. gguf-q4_k_m
+    max_batch_tokens: int = 4096
+    max_input_tokens: int | None = None  # default: min(manifest's limit, max_batch_tokens)
+    max_queue: int = 1024  # inputs waiting for a batch, across all requests
+    metrics_port: int = 9090  # 0 disables the Prometheus endpoint
+    threads: int = 0  # inference threads; 0: all cores
+    kv_type: str = "f32"  # llama.cpp KV cache type
+    batch_invariant: bool = False  # llama.cpp: one sequence per decode (ONNX always is)
+    grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight work
+    max_message_bytes: int = 64 * 1024 * 1024
+    export_cache: str | None = None  # where a model id / checkpoint is exported to
+
+
+_HELP = {
+    "host": "address to listen on", "port": "gRPC port (0: any free port)",
+    "runtime": f"one of {', '.join(RUNTIMES)}", "artifact": "serve this bundle artifact",
+    "max_batch_tokens": "token budget of one inference batch",
+    "max_input_tokens": "longest accepted input (default: the model's, capped at the batch budget)",
+    "max_queue": "inputs that may wait; more gives RESOURCE_EXHAUSTED",
+    "metrics_port": "Prometheus /metrics port (0: off)", "threads": "inference threads (0: all)",
+    "kv_type": "llama.cpp KV cache type: f32 or f16",
+    "batch_invariant": "llama.cpp: decode one text per pass, so a vector never depends on its "
+                       "batch-mates (slower; ONNX runtimes always are)",
+    "grace_seconds": "SIGTERM drain time for in-flight requests",
+    "max_message_bytes": "largest gRPC message received or sent",
+    "export_cache": "directory for bundles exported from a model id or checkpoint",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ=os.environ) -> None:
+    parser.add_argument("bundle", nargs="?" if "EMBEDRPC_BUNDLE" in environ else None,
+                        default=environ.get("EMBEDRPC_BUNDLE"),
+                        help="bundle directory, hub id or checkpoint directory (EMBEDRPC_BUNDLE)")
+    for spec in fields(ServerConfig):
+        if spec.name == "bundle":
+            continue
+        env = "EMBEDRPC_" + spec.name.upper()
+        if spec.type in (bool, "bool"):
+            parser.add_argument("--" + spec.name.replace("_", "-"), action="store_true",
+                                default=environ.get(env, "").lower() in ("1", "true", "yes"),
+                                help=f"{_HELP[spec.name]} ({env})")
+            continue
+        kind = {int: int, float: float}.get(type(spec.default), str)
+        if spec.name == "max_input_tokens":
+            kind = int
+        default = kind(environ[env]) if env in environ else spec.default
+        parser.add_argument("--" + spec.name.replace("_", "-"), type=kind, default=default,
+                            choices=RUNTIMES if spec.name == "runtime" else
+                            ("f32", "f16") if spec.name == "kv_type" else None,
+                            help=f"{_HELP[spec.name]} ({env}; default {spec.default})")
+
+
+def from_arguments(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(**{spec.name: getattr(args, spec.name) for spec in fields(ServerConfig)})

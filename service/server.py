@@ -1,0 +1,138 @@
+"""`embedrpc serve`: assemble bundle, runtime, scheduler and servicer into a gRPC server with
+health, reflection, Prometheus metrics and a graceful SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from embedrpc.service.bundle import Bundle
+from embedrpc.service.config import ServerConfig
+from embedrpc.service.manifest import MANIFEST_NAME, BundleError
+from embedrpc.service.metrics import Metrics
+from embedrpc.service.runtimes.base import Runtime
+from embedrpc.service.scheduler import Scheduler
+from embedrpc.service.selection import Choice, select
+from embedrpc.service.servicer import EmbeddingServicer, ServingLimits
+from embedrpc.v1 import embedding_pb2, embedding_pb2_grpc
+
+log = logging.getLogger("embedrpc")
+SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
+
+
+def resolve_bundle(target: str, export_cache: str | None = None) -> Path:
+    """A bundle directory as is; a hub id or checkpoint exported (once) into the cache."""
+    path = Path(target).expanduser()
+    if (path / MANIFEST_NAME).is_file():
+        return path
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        raise BundleError(f"{target} is not a bundle, and exporting it needs the export extra: "
+                          f"pip install 'embedrpc[export]' (or run `embedrpc export` elsewhere)")
+    cache = Path(export_cache or Path.home() / ".cache" / "embedrpc" / "bundles")
+    key = hashlib.sha256(str(path.resolve() if path.exists() else target).encode()).hexdigest()
+    out = cache / f"{Path(target).name}-{key[:12]}"
+    if not (out / MANIFEST_NAME).is_file():
+        log.info("exporting %s into %s", target, out)
+        # A separate process, so that the server itself never imports torch.
+        done = subprocess.run([sys.executable, "-m", "embedrpc.service.cli", "export", target,
+                               "--out", str(out), "--force"])
+        if done.returncode != 0:
+            raise BundleError(f"exporting {target} failed (exit {done.returncode})")
+    return out
+
+
+class EmbedServer:
+    def __init__(self, config: ServerConfig, runtime: Runtime | None = None,
+                 choice: Choice | None = None):
+        """`runtime`/`choice` replace the selected ones (tests wrap a real runtime)."""
+        self.config = config
+        self.bundle = Bundle(resolve_bundle(config.bundle, config.export_cache))
+        manifest = self.bundle.manifest
+        self.choice = choice or select(manifest, config.runtime, config.artifact)
+        self.bundle.verify([self.choice.artifact])
+        max_input = min(config.max_input_tokens or manifest.max_input_tokens,
+                        manifest.max_input_tokens)
+        if config.max_input_tokens is None:
+            max_input = min(max_input, config.max_batch_tokens)
+        self.limits = ServingLimits(config.max_batch_tokens, config.max_queue, max_input)
+        self.runtime = runtime or self.bundle.open_runtime(
+            self.choice.artifact, threads=config.threads, providers=self.choice.providers,
+            max_batch_tokens=max(config.max_batch_tokens, max_input), kv_type=config.kv_type,
+            batch_invariant=config.batch_invariant)
+        self.metrics = Metrics()
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+        self._metrics_http = None
+
+    async def start(self) -> int:
+        config, manifest = self.config, self.bundle.manifest
+        log.info("runtime %s (artifact %s): %s", self.choice.runtime, self.choice.artifact,
+                 self.choice.reason)
+        self.scheduler = Scheduler(self.runtime, max_batch_tokens=config.max_batch_tokens,
+                                   max_queue=config.max_queue, metrics=self.metrics,
+                                   on_health=self._set_serving)
+        self.servicer = EmbeddingServicer(manifest, self.bundle.tokenizer(), self.scheduler,
+                                          self.choice, self.limits)
+        options = [("grpc.max_receive_message_length", config.max_message_bytes),
+                   ("grpc.max_send_message_length", config.max_message_bytes)]
+        self.server = grpc.aio.server(options=options)
+        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], self.server)
+        address = f"[{config.host}]:{config.port}" if ":" in config.host \
+            else f"{config.host}:{config.port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        self.scheduler.start()
+        await self.server.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if config.metrics_port:
+            self._metrics_http = self.metrics.serve(config.metrics_port, config.host)
+        log.info("listening on %s:%d (metrics on %s)", config.host, self.port,
+                 config.metrics_port or "off")
+        return self.port
+
+    def _set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving \
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            asyncio.ensure_future(self.health.set(service, status))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking RPCs (new ones get UNAVAILABLE), let in-flight ones finish, shut down."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_seconds if grace is None else grace)
+        await self.scheduler.close()
+        self.servicer.close()
+        self.runtime.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+
+
+async def serve(config: ServerConfig) -> None:
+    server = EmbedServer(config)
+    await server.start()
+    print(f"embedrpc: serving on port {server.port}", file=sys.stderr, flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("shutting down: draining in-flight requests (up to %ss)", config.grace_seconds)
+    await server.stop()
