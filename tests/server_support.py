@@ -1,0 +1,82 @@
+"""Running real embedrpc servers on loopback inside the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+
+import grpc
+import numpy as np
+
+from embedrpc.service.config import ServerConfig
+from embedrpc.service.runtimes.base import Runtime, RuntimeFailure
+from embedrpc.service.server import EmbedServer
+from embedrpc.v1 import embedding_pb2 as pb
+from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
+
+
+class GatedRuntime(Runtime):
+    """A real runtime whose batches can be held at a gate, counted, or made to fail."""
+
+    def __init__(self, inner: Runtime):
+        self.inner = inner
+        self.name, self.precision, self.artifact = inner.name, inner.precision, inner.artifact
+        self.pads_batches, self.max_sequences = inner.pads_batches, inner.max_sequences
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()  # set when a batch reaches the runtime
+        self.batches: list[list[list[int]]] = []
+        self.fail = False
+
+    def embed_batch(self, sequences):
+        self.batches.append(sequences)
+        self.entered.set()
+        if not self.gate.wait(timeout=30):
+            raise RuntimeFailure("test gate never opened")
+        if self.fail:
+            raise RuntimeFailure("injected failure")
+        return self.inner.embed_batch(sequences)
+
+    def close(self):
+        self.inner.close()
+
+
+class LoopbackServer:
+    """An EmbedServer on 127.0.0.1 with its own event loop thread."""
+
+    def __init__(self, bundle, gated: bool = False, **options):
+        config = replace(ServerConfig(str(bundle)), host="127.0.0.1", port=0, metrics_port=0,
+                         **options)
+        plain = EmbedServer(config)
+        runtime = GatedRuntime(plain.runtime) if gated else None
+        self.server = EmbedServer(config, runtime=runtime, choice=plain.choice) if gated else plain
+        self.runtime = self.server.runtime
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = self.call(self.server.start())
+        self.target = f"127.0.0.1:{self.port}"
+        self.channel = grpc.insecure_channel(self.target)
+        self.stub = pb_grpc.EmbeddingServiceStub(self.channel)
+
+    def call(self, coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.channel.close()
+        self.call(self.server.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    def metric(self, name: str, **labels) -> float:
+        value = self.server.metrics.registry.get_sample_value(name, labels or None)
+        return 0.0 if value is None else value
+
+
+def vectors_of(response: pb.EmbedResponse) -> np.ndarray:
+    return np.array([list(e.values) for e in response.embeddings], dtype=np.float32)
+
+
+def packed_of(response: pb.EmbedResponse, dtype) -> np.ndarray:
+    return np.vstack([np.frombuffer(e.packed, dtype=dtype) for e in response.embeddings])
