@@ -26,6 +26,25 @@ KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 LLAMA_MAX_SEQ = 256  # llama.cpp's compile-time limit on sequences per context
 _GGML_LOG_LEVEL_ERROR = 4
 _log_callback = None  # kept referenced: llama.cpp calls it from C
+_backends_loaded = False
+
+
+def _load_dynamic_backends(llama_cpp) -> None:
+    """Builds with GGML_BACKEND_DL ship one CPU backend per instruction-set level (the portable
+    container image does); ggml picks the best for this CPU once they are loaded."""
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    if not any(lib_dir.glob("libggml-cpu-*.so")):
+        return  # backends are linked in
+    ggml = ctypes.CDLL(str(next(lib_dir.glob("libggml.so*"))))
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_load_all_from_path(str(lib_dir).encode())
+
+
+def _load_dynamic_backends_once(llama_cpp) -> None:
+    global _backends_loaded
+    if not _backends_loaded:
+        _load_dynamic_backends(llama_cpp)
+        _backends_loaded = True
 
 
 def _quiet_logs(llama_cpp) -> None:
@@ -60,6 +79,7 @@ class LlamaCppRuntime(Runtime):
         max_sequences = min(max_sequences, max_batch_tokens, LLAMA_MAX_SEQ)
         self._llama = llama_cpp
         _quiet_logs(llama_cpp)
+        _load_dynamic_backends_once(llama_cpp)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0
