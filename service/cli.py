@@ -61,6 +61,12 @@ def _embed(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _health(args: argparse.Namespace) -> int:
+    from embedrpc.service.client import run_health
+
+    return run_health(args)
+
+
 def _fail(message: str) -> int:
     print(f"embedrpc: error: {message}", file=sys.stderr)
     return 2
@@ -108,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed = commands.add_parser("embed", help="call a server and print JSON")
     client.add_arguments(embed)
     embed.set_defaults(run=_embed)
+
+    health = commands.add_parser("health", help="check a server's gRPC health (exit 0: SERVING)")
+    client.add_health_arguments(health)
+    health.set_defaults(run=_health)
     return parser
 
 

@@ -52,3 +52,25 @@ def run(args) -> int:
             return 1
     print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=1))
     return 0
+
+
+def add_health_arguments(parser) -> None:
+    parser.add_argument("--target", default="127.0.0.1:50051", help="server HOST:PORT")
+    parser.add_argument("--service", default="", help="service name ('' = the whole server)")
+    parser.add_argument("--timeout", type=float, default=3.0)
+
+
+def run_health(args) -> int:
+    """Exit 0 when the gRPC health service says SERVING (a container HEALTHCHECK)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"embedrpc: unhealthy: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(status)
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1

@@ -94,6 +94,19 @@ def test_sigterm_drains_in_flight_work(bundle):
     server.wait_for("draining in-flight requests", 5)
 
 
+def test_health_command(bundle):
+    server = ServeProcess(bundle, "--host", "127.0.0.1", "--port", 0, "--metrics-port", 0)
+    try:
+        done = subprocess.run([*CLI, "health", "--target", server.target], capture_output=True,
+                              text=True, timeout=30)
+        assert (done.returncode, done.stdout.strip()) == (0, "SERVING")
+    finally:
+        server.stop()
+    gone = subprocess.run([*CLI, "health", "--target", server.target, "--timeout", "1"],
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1 and "unhealthy: UNAVAILABLE" in gone.stderr
+
+
 def test_environment_configures_the_server(bundle):
     server = ServeProcess(bundle, env={"EMBEDRPC_HOST": "127.0.0.1", "EMBEDRPC_PORT": "0",
                                        "EMBEDRPC_METRICS_PORT": "0", "EMBEDRPC_MAX_QUEUE": "7",
