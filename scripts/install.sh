@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install embedrpc with every extra into ./.venv (idempotent). Used by demo.sh, test.sh and CI.
+# Install embedrpc with every extra into ./.venv, and the Node test client's packages
+# (idempotent). Used by demo.sh, test.sh and CI.
 #   torch: the CPU build 2.13.0 (a plain `torch` requirement would pull a multi-GB CUDA build).
 #   llama-cpp-python: built from source once, its wheel cached in ~/.cache/embedrpc/wheels.
 set -euo pipefail
@@ -25,3 +26,5 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   "${PIP[@]}" install "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl
 fi
 "${PIP[@]}" install -e ".[export,dev]"
+# The second-language client test (tests/node): @grpc/grpc-js and @grpc/proto-loader.
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
