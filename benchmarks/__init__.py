@@ -1,0 +1,1 @@
+"""embedrpc benchmarks: `python -m benchmarks [--quick]` (see benchmarks/README.md)."""

@@ -1,0 +1,101 @@
+"""python -m benchmarks [--quick]: embedrpc's CPU runtimes, raw and served, against peers and
+this host's limit, at the real Qwen3-0.6B shape (random weights, real tokenizer)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from benchmarks import assets, engines, limit, report
+from benchmarks.workload import make_workload
+
+ENGINES = [("onnx-cpu", "onnx-int8"), ("onnx-cpu", "onnx-fp32"), ("llamacpp", "gguf-q8_0"),
+           ("llamacpp", "gguf-f16")]
+SIZES = {"quick": dict(queries=16, docs128=6, docs512=2, latency=12),
+         "full": dict(queries=64, docs128=24, docs512=8, latency=40)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller workload (minutes)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
+    parser.add_argument("--max-batch-tokens", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", help="results file name (default: quick or full + date)")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--infinity", help="path of an `infinity_emb` executable (own venv)")
+    args = parser.parse_args(argv)
+    size = SIZES["quick" if args.quick else "full"]
+
+    checkpoint, bundle_dir = assets.bundle()
+    from embedrpc.service.bundle import Bundle
+
+    bundle = Bundle(bundle_dir)
+    prompts = bundle.manifest.prompts
+    tokenizer = bundle.tokenizer(args.max_batch_tokens)
+    texts = make_workload(tokenizer.count_tokens, size["queries"], size["docs128"],
+                          size["docs512"], args.seed)
+    prompted = [prompts["query" if t.kind == "query" else "document"] + t.text for t in texts]
+    sequences = [tokenizer.encode([p])[0] for p in prompted]
+    tokens = sum(map(len, sequences))
+    queries = [t.text for t in make_workload(tokenizer.count_tokens, size["latency"], 0, 0,
+                                             args.seed + 1)]
+    query_ids = tokenizer.encode(queries, prompts["query"])
+    workload = (f"{size['queries']} queries, {size['docs128']} ~128-token and "
+                f"{size['docs512']} ~512-token documents, shuffled")
+    print(f"[bench] {workload}: {tokens} tokens", file=sys.stderr)
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    mean_length = tokens / len(sequences)
+    flops = limit.flops_per_token(config, int(mean_length / 2))  # mean context of a token
+    fp32, int8 = limit.gemm_peak("fp32", args.threads), limit.gemm_peak("int8", args.threads)
+    limits = {"fp32_gflops": fp32, "int8_gops": int8, "gflop_per_token": flops / 1e9,
+              "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops}
+
+    results, unavailable = [], []
+    for runtime, artifact in ENGINES:
+        print(f"[bench] {artifact}: raw", file=sys.stderr)
+        results.append(engines.raw(bundle, artifact, sequences, query_ids, args.threads,
+                                   args.max_batch_tokens))
+        print(f"[bench] {artifact}: served", file=sys.stderr)
+        results.append(engines.served(bundle_dir, runtime, artifact, texts, queries, tokens,
+                                      args.threads, args.max_batch_tokens, args.clients))
+    if not args.skip_peers:
+        print("[bench] peer: sentence-transformers", file=sys.stderr)
+        results.append(engines.sentence_transformers_fp32(checkpoint, prompted, queries, tokens,
+                                                           args.threads))
+        print("[bench] peer: llama-cpp-python embed()", file=sys.stderr)
+        gguf = bundle.path_of(bundle.manifest.artifact("gguf-q8_0"))
+        results.append(engines.llama_cpp_embed_defaults(gguf, prompted, queries, tokens))
+        infinity = shutil.which("infinity_emb") or (
+            args.infinity if args.infinity and Path(args.infinity).exists() else None)
+        if infinity:
+            print("[bench] peer: Infinity", file=sys.stderr)
+            reference = bundle.open_runtime("onnx-fp32").embed(sequences[:4], 4096)
+            results.append(engines.infinity(infinity, checkpoint, prompted, queries, tokens,
+                                            args.clients, reference))
+        else:
+            unavailable.append("Infinity (infinity-emb): no `infinity_emb` found; it needs its "
+                               "own environment (numpy<2, sentence-transformers<4): see "
+                               "benchmarks/README.md")
+
+    table = report.rows(results, limits)
+    settings = {"threads": args.threads, "clients": args.clients, "seed": args.seed,
+                "max_batch_tokens": args.max_batch_tokens, "workload": workload,
+                "tokens": tokens, "latency_queries": len(queries)}
+    name = args.name or f"{'quick' if args.quick else 'full'}-{datetime.date.today()}"
+    path = report.write(args.out, name, table, limits, report.machine(), settings, unavailable,
+                        results)
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Each engine measured on the same texts: embedrpc's runtimes called in-process (raw) and
+served over gRPC, and the peers a user would pick instead."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchmarks.workload import Text
+
+
+@dataclass
+class Result:
+    engine: str
+    mode: str  # "raw", "served", "peer"
+    tokens: int = 0
+    seconds: float = 0.0
+    texts: int = 0
+    latency_ms: dict = field(default_factory=dict)  # p50/p95/p99 of single short queries
+    peak_rss_mb: float | None = None
+    cold_start_s: float | None = None
+    note: str = ""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.texts / self.seconds if self.seconds else 0.0
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    values = np.array(samples_s) * 1000
+    return {f"p{q}": float(np.percentile(values, q)) for q in (50, 95, 99)}
+
+
+def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[int]],
+        threads: int, max_batch_tokens: int) -> Result:
+    """The runtime called directly, batched by the same token budget as the server."""
+    runtime = bundle.open_runtime(artifact, threads=threads,
+                                  max_batch_tokens=max(max_batch_tokens,
+                                                       max(map(len, sequences))))
+    try:
+        runtime.embed(sequences[:2], max_batch_tokens)  # warm-up
+        started = time.perf_counter()
+        runtime.embed(sequences, max_batch_tokens)
+        elapsed = time.perf_counter() - started
+        latencies = []
+        for query in queries:
+            began = time.perf_counter()
+            runtime.embed_batch([query])
+            latencies.append(time.perf_counter() - began)
+    finally:
+        runtime.close()
+    return Result(f"embedrpc {runtime.name} {artifact}", "raw", sum(map(len, sequences)),
+                  elapsed, len(sequences), percentiles(latencies))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            match = re.search(r"VmHWM:\s+(\d+) kB", status.read())
+        return int(match.group(1)) / 1024 if match else None
+    except OSError:
+        return None
+
+
+def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: list[str],
+           tokens: int, threads: int, max_batch_tokens: int, clients: int) -> Result:
+    """`embedrpc serve` in its own process; `clients` threads each send one text per request
+    (queries with the query task, documents with the document task)."""
+    import grpc
+
+    from embedrpc.v1 import embedding_pb2 as pb
+    from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
+
+    port = _free_port()
+    command = [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+               "--runtime", runtime, "--artifact", artifact, "--threads", str(threads),
+               "--max-batch-tokens", str(max_batch_tokens),
+               "--max-input-tokens", str(max_batch_tokens)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.EmbeddingServiceStub(channel)
+    task = {"query": pb.TASK_QUERY}
+    try:
+        cold_start = _first_answer(stub, pb, process, started)
+        stub.Embed(pb.EmbedRequest(inputs=[t.text for t in texts[:2]]))  # warm-up
+        pending = list(texts)
+        lock = threading.Lock()
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    text = pending.pop()
+                stub.Embed(pb.EmbedRequest(inputs=[text.text],
+                                           task=task.get(text.kind, pb.TASK_DOCUMENT)),
+                           timeout=600)
+
+        workers = [threading.Thread(target=client) for _ in range(clients)]
+        began = time.perf_counter()
+        [w.start() for w in workers]
+        [w.join() for w in workers]
+        elapsed = time.perf_counter() - began
+        latencies = []
+        for query in queries:
+            sent = time.perf_counter()
+            stub.Embed(pb.EmbedRequest(inputs=[query], task=pb.TASK_QUERY), timeout=60)
+            latencies.append(time.perf_counter() - sent)
+        rss = _peak_rss_mb(process.pid)
+    finally:
+        channel.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    return Result(f"embedrpc {runtime} {artifact}", "served", tokens, elapsed, len(texts),
+                  percentiles(latencies), rss, cold_start, f"{clients} concurrent clients")
+
+
+def _first_answer(stub, pb, process, started: float) -> float:
+    import grpc
+
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            stub.Embed(pb.EmbedRequest(inputs=["warm"]), timeout=5)
+            return time.perf_counter() - started
+        except grpc.RpcError:
+            time.sleep(0.1)
+
+
+def sentence_transformers_fp32(checkpoint, prompted: list[str], queries: list[str], tokens: int,
+                               threads: int) -> Result:
+    """`prompted`: the workload's texts with their prompts already in front."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads or os.cpu_count())
+    model = SentenceTransformer(str(checkpoint), device="cpu")
+    model.max_seq_length = max(model.max_seq_length, 1024)
+    model.encode(prompted[:2], prompt="")
+    started = time.perf_counter()
+    model.encode(prompted, prompt="", batch_size=32)
+    elapsed = time.perf_counter() - started
+    latencies = []
+    for query in queries:
+        sent = time.perf_counter()
+        model.encode([query], prompt_name="query")
+        latencies.append(time.perf_counter() - sent)
+    return Result("sentence-transformers torch fp32", "peer", tokens, elapsed, len(prompted),
+                  percentiles(latencies), note=f"batch_size=32, torch {torch.__version__}")
+
+
+def llama_cpp_embed_defaults(gguf_path, prompted: list[str], queries: list[str],
+                             tokens: int) -> Result:
+    """llama-cpp-python's own `Llama.embed()` with its defaults (it truncates to n_batch)."""
+    from llama_cpp import Llama
+
+    model = Llama(model_path=str(gguf_path), embedding=True, verbose=False)
+    inputs = prompted
+    truncated = sum(1 for text in inputs
+                    if len(model.tokenize(text.encode(), add_bos=True)) > model.n_batch)
+    model.embed(inputs[:2])
+    started = time.perf_counter()
+    model.embed(inputs)
+    elapsed = time.perf_counter() - started
+    latencies = []
+    for query in queries:
+        sent = time.perf_counter()
+        model.embed(["Query: " + query])
+        latencies.append(time.perf_counter() - sent)
+    note = f"defaults: n_ctx={model.n_ctx()}, n_batch={model.n_batch}"
+    if truncated:
+        note += f"; silently truncated {truncated} texts to n_batch tokens"
+    return Result("llama-cpp-python Llama.embed() q8_0", "peer", tokens, elapsed, len(prompted),
+                  percentiles(latencies), note=note)
+
+
+def infinity(executable, checkpoint, prompted: list[str], queries: list[str], tokens: int,
+             clients: int, reference: np.ndarray) -> Result:
+    """Infinity (`infinity_emb v2`, torch engine on CPU) over its OpenAI-style HTTP API.
+
+    `reference`: embedrpc onnx-fp32 vectors of `prompted[:len(reference)]`, to check that
+    Infinity embeds the same texts the same way (no extra prompt, last-token pooling)."""
+    import json
+    import urllib.request
+
+    port = _free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen([str(executable), "v2", "--model-id", str(checkpoint), "--engine",
+                                "torch", "--device", "cpu", "--port", str(port),
+                                "--batch-size", "32"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def post(inputs: list[str]) -> np.ndarray:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/embeddings", method="POST",
+            data=json.dumps({"model": str(checkpoint), "input": inputs}).encode(),
+            headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as response:
+            body = json.loads(response.read())
+        return np.array([item["embedding"] for item in body["data"]], dtype=np.float32)
+
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("infinity_emb exited during start-up")
+            try:
+                post(["warm"])
+                break
+            except OSError:
+                time.sleep(0.5)
+        cold_start = time.perf_counter() - started
+        check = post(prompted[:len(reference)])
+        agreement = float(np.min(np.sum(check * reference, axis=1)
+                                 / np.linalg.norm(check, axis=1)))
+        pending = list(prompted)
+        lock = threading.Lock()
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    text = pending.pop()
+                post([text])
+
+        workers = [threading.Thread(target=client) for _ in range(clients)]
+        began = time.perf_counter()
+        [w.start() for w in workers]
+        [w.join() for w in workers]
+        elapsed = time.perf_counter() - began
+        latencies = []
+        for query in queries:
+            sent = time.perf_counter()
+            post(["Query: " + query])
+            latencies.append(time.perf_counter() - sent)
+        rss = _peak_rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(60)
+    return Result("Infinity (infinity-emb, torch CPU)", "peer", tokens, elapsed, len(prompted),
+                  percentiles(latencies), rss, cold_start,
+                  f"{clients} concurrent HTTP clients; min cosine vs embedrpc onnx-fp32 "
+                  f"{agreement:.5f}")

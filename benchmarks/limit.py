@@ -1,0 +1,64 @@
+"""This host's attainable GEMM peak and the model's FLOPs per token: a tokens/s ceiling.
+
+The peaks are measured with onnxruntime's own kernels (MLAS: MatMul for fp32, MatMulInteger for
+int8), on square-ish matrices shaped like the model's projections, with the same threads.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def flops_per_token(config: dict, context_tokens: int) -> float:
+    """Multiply-adds x2 of the transformer per token: projections, MLP and attention."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim, inner = config["head_dim"], config["intermediate_size"]
+    projections = hidden * head_dim * (2 * heads + 2 * kv_heads)  # q, o + k, v
+    mlp = 3 * hidden * inner
+    attention = 2 * context_tokens * heads * head_dim  # QK^T and AV, per query token
+    return 2.0 * layers * (projections + mlp + attention)
+
+
+def _matmul_model(kind: str, m: int, k: int, n: int):
+    from onnx import TensorProto, helper
+
+    if kind == "fp32":
+        inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
+                  helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])]
+        node = helper.make_node("MatMul", ["a", "b"], ["c"])
+        output = helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])
+    else:
+        inputs = [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k]),
+                  helper.make_tensor_value_info("b", TensorProto.INT8, [k, n])]
+        node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
+        output = helper.make_tensor_value_info("c", TensorProto.INT32, [m, n])
+    graph = helper.make_graph([node], "gemm", inputs, [output])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def gemm_peak(kind: str, threads: int = 0, m: int = 512, k: int = 1024, n: int = 3072,
+              seconds: float = 2.0) -> float:
+    """Attainable GFLOP/s (int8: GOP/s) of one onnxruntime GEMM kernel on this host."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(_matmul_model(kind, m, k, n).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    if kind == "fp32":
+        feeds = {"a": rng.standard_normal((m, k), dtype=np.float32),
+                 "b": rng.standard_normal((k, n), dtype=np.float32)}
+    else:
+        feeds = {"a": rng.integers(0, 255, (m, k), dtype=np.uint8),
+                 "b": rng.integers(-127, 127, (k, n), dtype=np.int8)}
+    session.run(None, feeds)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, feeds)
+        runs += 1
+    return 2.0 * m * k * n * runs / (time.perf_counter() - started) / 1e9

@@ -1,0 +1,134 @@
+"""One table, three ways: printed, JSON + Markdown in benchmarks/results/, and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.engines import Result
+
+TORCH_BASELINE = "sentence-transformers torch fp32"
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    flags = set((re.search(r"flags\s*:\s*(.+)", cpuinfo) or [None, ""])[1].split())
+    memory = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()) \
+        if Path("/proc/meminfo").exists() else None
+    versions = {}
+    for package in ("onnxruntime", "llama_cpp", "torch", "sentence_transformers", "grpc"):
+        try:
+            versions[package] = __import__(package).__version__
+        except Exception:  # a peer that is not installed
+            versions[package] = "not installed"
+    return {"cpu": model.group(1).strip() if model else platform.processor(),
+            "cores": os.cpu_count(), "memory_gb": round(int(memory.group(1)) / 1e6, 1)
+            if memory else None,
+            "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                    if f in flags],
+            "python": platform.python_version(), "versions": versions}
+
+
+def ceiling_for(result: Result, limits: dict) -> float | None:
+    """The tokens/s ceiling that applies: int8 engines against the int8 GEMM peak."""
+    int8 = any(tag in result.engine for tag in ("int8", "q8_0", "q4_k"))
+    return limits["int8_tokens_per_s"] if int8 else limits["fp32_tokens_per_s"]
+
+
+def rows(results: list[Result], limits: dict) -> list[dict]:
+    baseline = next((r.tokens_per_s for r in results if r.engine == TORCH_BASELINE), None)
+    raw = {r.engine: r.tokens_per_s for r in results if r.mode == "raw"}
+    out = []
+    for r in results:
+        ceiling = ceiling_for(r, limits)
+        out.append({
+            "engine": r.engine, "mode": r.mode, "tokens_per_s": r.tokens_per_s,
+            "texts_per_s": r.texts_per_s,
+            "vs_torch_fp32": r.tokens_per_s / baseline if baseline else None,
+            "of_limit": r.tokens_per_s / ceiling if ceiling else None,
+            "served_vs_raw": r.tokens_per_s / raw[r.engine]
+            if r.mode == "served" and raw.get(r.engine) else None,
+            **{k: r.latency_ms.get(k) for k in ("p50", "p95", "p99")},
+            "peak_rss_mb": r.peak_rss_mb, "cold_start_s": r.cold_start_s, "note": r.note})
+    return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(table: list[dict], limits: dict, host: dict, settings: dict,
+             unavailable: list[str]) -> str:
+    lines = [
+        "| engine | mode | tokens/s | texts/s | × torch fp32 | of limit | served/raw "
+        "| p50 ms | p95 ms | p99 ms | peak RSS MB | cold start s | note |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+    for row in table:
+        lines.append(
+            f"| {row['engine']} | {row['mode']} | {row['tokens_per_s']:.0f} | "
+            f"{row['texts_per_s']:.2f} | {_fmt(row['vs_torch_fp32'], '.2f')} | "
+            f"{_fmt(row['of_limit'], '.0%')} | {_fmt(row['served_vs_raw'], '.2f')} | "
+            f"{_fmt(row['p50'], '.0f')} | {_fmt(row['p95'], '.0f')} | {_fmt(row['p99'], '.0f')} | "
+            f"{_fmt(row['peak_rss_mb'], '.0f')} | {_fmt(row['cold_start_s'], '.1f')} | "
+            f"{row['note']} |")
+    lines += [
+        "",
+        f"**Limit** (this host, onnxruntime's GEMM kernels, {settings['threads']} threads): "
+        f"fp32 {limits['fp32_gflops']:.0f} GFLOP/s, int8 {limits['int8_gops']:.0f} GOP/s; the "
+        f"model needs {limits['gflop_per_token']:.2f} GFLOP per token at the workload's mean "
+        f"length, so the ceilings are {limits['fp32_tokens_per_s']:.0f} tokens/s (fp32) and "
+        f"{limits['int8_tokens_per_s']:.0f} tokens/s (int8). Int8 and Q8_0/Q4_K engines are "
+        f"compared with the int8 ceiling, the others with fp32.",
+        "",
+        f"**Workload** (seed {settings['seed']}): {settings['workload']}; "
+        f"{settings['tokens']} tokens in all. Latency: {settings['latency_queries']} single "
+        f"short queries, one at a time, after the throughput run.",
+        "",
+        f"**Machine**: {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB; "
+        f"ISA: {', '.join(host['isa']) or 'baseline'}; Python {host['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in host["versions"].items()) + ".",
+    ]
+    if unavailable:
+        lines += ["", "**Peers that could not run here**: " + "; ".join(unavailable) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write(out_dir: Path, name: str, table: list[dict], limits: dict, host: dict,
+          settings: dict, unavailable: list[str], results: list[Result]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(table, limits, host, settings, unavailable)
+    (out_dir / f"{name}.md").write_text(f"# embedrpc benchmark: {name}\n\n" + text)
+    (out_dir / f"{name}.json").write_text(json.dumps(
+        {"machine": host, "settings": settings, "limits": limits, "table": table,
+         "results": [asdict(r) for r in results], "unavailable": unavailable}, indent=1))
+    _chart(out_dir / f"{name}.png", table, limits)
+    return out_dir / f"{name}.md"
+
+
+def _chart(path: Path, table: list[dict], limits: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    labels = [f"{r['engine']} ({r['mode']})" for r in table]
+    values = [r["tokens_per_s"] for r in table]
+    figure, axis = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.5))
+    axis.barh(labels, values, color=["#4c72b0" if r["mode"] != "peer" else "#999999"
+                                     for r in table])
+    for name, key, style in (("fp32 limit", "fp32_tokens_per_s", "--"),
+                             ("int8 limit", "int8_tokens_per_s", ":")):
+        axis.axvline(limits[key], color="#c44e52", linestyle=style, label=name)
+    axis.set_xlabel("tokens/s (higher is better)")
+    axis.invert_yaxis()
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
