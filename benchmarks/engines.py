@@ -44,6 +44,36 @@ def percentiles(samples_s: list[float]) -> dict:
     return {f"p{q}": float(np.percentile(values, q)) for q in (50, 95, 99)}
 
 
+def saturate(send, items: list, clients: int) -> float:
+    """Seconds for `clients` threads to `send` every item, one at a time each."""
+    pending = list(items)
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                item = pending.pop()
+            send(item)
+
+    workers = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.perf_counter()
+    [w.start() for w in workers]
+    [w.join() for w in workers]
+    return time.perf_counter() - began
+
+
+def latencies(send, queries: list) -> dict:
+    """Percentiles of sending each query alone, one after another."""
+    samples = []
+    for query in queries:
+        sent = time.perf_counter()
+        send(query)
+        samples.append(time.perf_counter() - sent)
+    return percentiles(samples)
+
+
 def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[int]],
         threads: int, max_batch_tokens: int) -> Result:
     """The runtime called directly, batched by the same token budget as the server."""
@@ -55,15 +85,11 @@ def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[in
         started = time.perf_counter()
         runtime.embed(sequences, max_batch_tokens)
         elapsed = time.perf_counter() - started
-        latencies = []
-        for query in queries:
-            began = time.perf_counter()
-            runtime.embed_batch([query])
-            latencies.append(time.perf_counter() - began)
+        latency = latencies(lambda query: runtime.embed_batch([query]), queries)
     finally:
         runtime.close()
     return Result(f"embedrpc {runtime.name} {artifact}", "raw", sum(map(len, sequences)),
-                  elapsed, len(sequences), percentiles(latencies))
+                  elapsed, len(sequences), latency)
 
 
 def _free_port() -> int:
@@ -104,36 +130,18 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     try:
         cold_start = _first_answer(stub, pb, process, started)
         stub.Embed(pb.EmbedRequest(inputs=[t.text for t in texts[:2]]))  # warm-up
-        pending = list(texts)
-        lock = threading.Lock()
-
-        def client() -> None:
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    text = pending.pop()
-                stub.Embed(pb.EmbedRequest(inputs=[text.text],
-                                           task=task.get(text.kind, pb.TASK_DOCUMENT)),
-                           timeout=600)
-
-        workers = [threading.Thread(target=client) for _ in range(clients)]
-        began = time.perf_counter()
-        [w.start() for w in workers]
-        [w.join() for w in workers]
-        elapsed = time.perf_counter() - began
-        latencies = []
-        for query in queries:
-            sent = time.perf_counter()
-            stub.Embed(pb.EmbedRequest(inputs=[query], task=pb.TASK_QUERY), timeout=60)
-            latencies.append(time.perf_counter() - sent)
+        elapsed = saturate(lambda text: stub.Embed(pb.EmbedRequest(
+            inputs=[text.text], task=task.get(text.kind, pb.TASK_DOCUMENT)), timeout=600),
+            texts, clients)
+        latency = latencies(lambda query: stub.Embed(pb.EmbedRequest(
+            inputs=[query], task=pb.TASK_QUERY), timeout=60), queries)
         rss = _peak_rss_mb(process.pid)
     finally:
         channel.close()
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     return Result(f"embedrpc {runtime} {artifact}", "served", tokens, elapsed, len(texts),
-                  percentiles(latencies), rss, cold_start, f"{clients} concurrent clients")
+                  latency, rss, cold_start, f"{clients} concurrent clients")
 
 
 def _first_answer(stub, pb, process, started: float) -> float:
@@ -162,13 +170,9 @@ def sentence_transformers_fp32(checkpoint, prompted: list[str], queries: list[st
     started = time.perf_counter()
     model.encode(prompted, prompt="", batch_size=32)
     elapsed = time.perf_counter() - started
-    latencies = []
-    for query in queries:
-        sent = time.perf_counter()
-        model.encode([query], prompt_name="query")
-        latencies.append(time.perf_counter() - sent)
+    latency = latencies(lambda query: model.encode([query], prompt_name="query"), queries)
     return Result("sentence-transformers torch fp32", "peer", tokens, elapsed, len(prompted),
-                  percentiles(latencies), note=f"batch_size=32, torch {torch.__version__}")
+                  latency, note=f"batch_size=32, torch {torch.__version__}")
 
 
 def llama_cpp_embed_defaults(gguf_path, prompted: list[str], queries: list[str],
@@ -184,16 +188,12 @@ def llama_cpp_embed_defaults(gguf_path, prompted: list[str], queries: list[str],
     started = time.perf_counter()
     model.embed(inputs)
     elapsed = time.perf_counter() - started
-    latencies = []
-    for query in queries:
-        sent = time.perf_counter()
-        model.embed(["Query: " + query])
-        latencies.append(time.perf_counter() - sent)
+    latency = latencies(lambda query: model.embed(["Query: " + query]), queries)
     note = f"defaults: n_ctx={model.n_ctx()}, n_batch={model.n_batch}"
     if truncated:
         note += f"; silently truncated {truncated} texts to n_batch tokens"
     return Result("llama-cpp-python Llama.embed() q8_0", "peer", tokens, elapsed, len(prompted),
-                  percentiles(latencies), note=note)
+                  latency, note=note)
 
 
 def infinity(executable, checkpoint, prompted: list[str], queries: list[str], tokens: int,
@@ -234,32 +234,13 @@ def infinity(executable, checkpoint, prompted: list[str], queries: list[str], to
         check = post(prompted[:len(reference)])
         agreement = float(np.min(np.sum(check * reference, axis=1)
                                  / np.linalg.norm(check, axis=1)))
-        pending = list(prompted)
-        lock = threading.Lock()
-
-        def client() -> None:
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    text = pending.pop()
-                post([text])
-
-        workers = [threading.Thread(target=client) for _ in range(clients)]
-        began = time.perf_counter()
-        [w.start() for w in workers]
-        [w.join() for w in workers]
-        elapsed = time.perf_counter() - began
-        latencies = []
-        for query in queries:
-            sent = time.perf_counter()
-            post(["Query: " + query])
-            latencies.append(time.perf_counter() - sent)
+        elapsed = saturate(lambda text: post([text]), prompted, clients)
+        latency = latencies(lambda query: post(["Query: " + query]), queries)
         rss = _peak_rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(60)
     return Result("Infinity (infinity-emb, torch CPU)", "peer", tokens, elapsed, len(prompted),
-                  percentiles(latencies), rss, cold_start,
+                  latency, rss, cold_start,
                   f"{clients} concurrent HTTP clients; min cosine vs embedrpc onnx-fp32 "
                   f"{agreement:.5f}")
