@@ -31,13 +31,16 @@ _backends_loaded = False
 
 def _load_dynamic_backends(llama_cpp) -> None:
     """Builds with GGML_BACKEND_DL ship one CPU backend per instruction-set level (the portable
-    container image does); ggml picks the best for this CPU once they are loaded."""
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    if not any(lib_dir.glob("libggml-cpu-*.so")):
-        return  # backends are linked in
-    ggml = ctypes.CDLL(str(next(lib_dir.glob("libggml.so*"))))
-    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_load_all_from_path(str(lib_dir).encode())
+    container image does); ggml picks the best for this CPU once they are loaded. The wheel
+    puts them beside its libraries or, as llama-cpp-python 0.3 does, in site-packages/bin."""
+    package = Path(llama_cpp.__file__).parent
+    for directory in (package / "lib", package.parent / "bin"):
+        if any(directory.glob("libggml-cpu-*.so")):
+            # The very libggml that libllama linked (a second copy would keep its own registry).
+            ggml = ctypes.CDLL("libggml.so.0", mode=os.RTLD_NOLOAD)
+            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load_all_from_path(str(directory).encode())
+            return
 
 
 def _load_dynamic_backends_once(llama_cpp) -> None:
