@@ -2,8 +2,8 @@
 
 Inputs of concurrent requests wait in one bounded queue; a single loop forms batches under a
 token budget (padded cost for ONNX, packed for llama.cpp), starting from the oldest input and
-adding the inputs closest to it in length, runs each batch off the event loop, and hands every
-vector back to its request. A request that is cancelled or whose deadline expires leaves the
+adding the inputs closest to it in length while the padding stays within the runtime's bound,
+runs each batch off the event loop, and hands every vector back to its request. A request that is cancelled or whose deadline expires leaves the
 queue at once.
 """
 
@@ -115,7 +115,8 @@ class Scheduler:
                 else total + length
             full = self.runtime.max_sequences is not None and \
                 len(chosen) >= self.runtime.max_sequences
-            if chosen and (cost > self.max_batch_tokens or full):
+            if chosen and (cost > self.max_batch_tokens or full or self._too_padded(
+                    len(chosen) + 1, max(longest, length), total + length)):
                 continue
             chosen.append(index)
             longest, total = max(longest, length), total + length
@@ -124,6 +125,10 @@ class Scheduler:
         self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
         self._queue_changed()
         return batch
+
+    def _too_padded(self, count: int, longest: int, tokens: int) -> bool:
+        ratio = self.runtime.max_padding_ratio
+        return self.runtime.pads_batches and ratio is not None and count * longest > ratio * tokens
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

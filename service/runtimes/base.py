@@ -21,6 +21,8 @@ class Runtime(abc.ABC):
     artifact: str  # the manifest artifact name in use
     pads_batches: bool = True  # False: sequences are packed, a batch costs its total tokens
     max_sequences: int | None = None  # most sequences one forward pass takes
+    # Padded runtimes: the most padded tokens per real token worth batching for (None: any).
+    max_padding_ratio: float | None = None
 
     @abc.abstractmethod
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:

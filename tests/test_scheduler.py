@@ -1,0 +1,58 @@
+"""Batch forming in the scheduler, with a runtime that records what it is given."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from embedrpc.service.metrics import Metrics
+from embedrpc.service.runtimes.base import Runtime
+from embedrpc.service.scheduler import Scheduler
+
+
+class Recorder(Runtime):
+    name, precision, artifact = "recorder", "fp32", "none"
+
+    def __init__(self, pads: bool, ratio: float | None, max_sequences: int | None = None):
+        self.pads_batches, self.max_padding_ratio = pads, ratio
+        self.max_sequences = max_sequences
+        self.batches: list[list[int]] = []
+
+    def embed_batch(self, sequences):
+        self.batches.append([len(s) for s in sequences])
+        return np.array([[len(s), 1.0] for s in sequences], dtype=np.float32)
+
+
+def run(runtime: Recorder, lengths: list[int], budget: int = 4096) -> list[list[int]]:
+    """Queue one request per length before the loop starts; return the batches formed."""
+
+    async def main():
+        scheduler = Scheduler(runtime, max_batch_tokens=budget, max_queue=100, metrics=Metrics())
+        jobs = [asyncio.ensure_future(scheduler.embed([[1] * n])) for n in lengths]
+        await asyncio.sleep(0)  # every request queued
+        scheduler.start()
+        results = await asyncio.gather(*jobs)
+        await scheduler.close()
+        assert [int(r[0, 0]) for r in results] == lengths  # each got its own vector back
+
+    asyncio.run(main())
+    return runtime.batches
+
+
+def test_cpu_padding_bound_keeps_lengths_apart():
+    batches = run(Recorder(pads=True, ratio=1.25), [512, 16, 480, 14, 16, 500])
+    assert [sorted(b) for b in batches] == [[480, 500, 512], [14, 16, 16]]
+
+
+def test_unbounded_padding_fills_the_budget():
+    batches = run(Recorder(pads=True, ratio=None), [512, 16, 480, 14, 16, 500])
+    assert sorted(map(sorted, batches)) == [sorted([512, 16, 480, 14, 16, 500])]
+
+
+def test_packed_runtime_ignores_padding_and_respects_budget():
+    batches = run(Recorder(pads=False, ratio=None, max_sequences=3), [300, 20, 250, 30, 10],
+                  budget=400)
+    assert all(sum(b) <= 400 and len(b) <= 3 for b in batches)
+    assert sorted(n for b in batches for n in b) == [10, 20, 30, 250, 300]
+    assert batches[0][0] == 300  # the oldest input leads the first batch
