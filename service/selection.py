@@ -1,9 +1,10 @@
 """Which runtime and artifact serve a bundle on this host: the one place this rule lives.
 
 `auto`: a visible CUDA device with onnxruntime's CUDA provider -> `onnx-cuda` (fp16 artifact);
+otherwise, on an x86 CPU with VNNI int8 instructions, `onnx-cpu` int8 (benchmarks/results: 3.1x
+the tokens/s of llama.cpp Q8_0 and a third of its latency at the 0.6B shape on AVX-512 VNNI);
 otherwise llama.cpp with the bundle's best GGUF (the design's choice for CPU and edge hosts);
-otherwise `onnx-cpu` with int8, else fp32. The benchmarks may move this rule (ORT int8 can beat
-llama.cpp Q8_0 on x86 hosts with AVX-512 VNNI); change it here and only here.
+otherwise `onnx-cpu` with int8, else fp32. Change this rule here and only here.
 """
 
 from __future__ import annotations
@@ -44,11 +45,22 @@ class Host:
     cuda: bool
     cuda_reason: str
     llamacpp: bool
+    int8_vnni: bool = False  # x86 AVX-512 VNNI or AVX-VNNI
 
     @classmethod
     def probe(cls) -> "Host":
         cuda, reason = _cuda_usable()
-        return cls(cuda, reason, importlib.util.find_spec("llama_cpp") is not None)
+        return cls(cuda, reason, importlib.util.find_spec("llama_cpp") is not None,
+                   _has_vnni())
+
+
+def _has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def _cuda_usable() -> tuple[bool, str]:
@@ -87,6 +99,10 @@ def select(manifest: Manifest, runtime: str = "auto", artifact: str | None = Non
         return Choice(runtime, _best(runtime, present), f"runtime {runtime} was requested")
     if host.cuda and _best(present=present, runtime="onnx-cuda", required=False):
         return Choice("onnx-cuda", _best("onnx-cuda", present), host.cuda_reason)
+    if host.int8_vnni and "onnx-int8" in present:
+        return Choice("onnx-cpu", "onnx-int8",
+                      f"no usable CUDA ({host.cuda_reason}); this x86 CPU has VNNI, where "
+                      f"onnxruntime int8 outruns llama.cpp (benchmarks/results)")
     if host.llamacpp and _best("llamacpp", present, required=False):
         return Choice("llamacpp", _best("llamacpp", present),
                       f"no usable CUDA ({host.cuda_reason}); llama.cpp is the CPU/edge default")

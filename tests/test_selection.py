@@ -12,6 +12,7 @@ ALL = ["onnx-fp32", "onnx-fp16", "onnx-int8", "gguf-f16", "gguf-bf16", "gguf-q8_
 GPU = Host(True, "a CUDA device is visible", True)
 CPU_WITH_LLAMA = Host(False, "no NVIDIA device is visible", True)
 CPU_ONLY = Host(False, "no NVIDIA device is visible", False)
+VNNI_WITH_LLAMA = Host(False, "no NVIDIA device is visible", True, int8_vnni=True)
 
 
 def manifest(*names: str) -> Manifest:
@@ -30,6 +31,9 @@ def manifest(*names: str) -> Manifest:
     (CPU_WITH_LLAMA, ["onnx-fp32", "onnx-int8"], "onnx-cpu", "onnx-int8"),
     (CPU_ONLY, ALL, "onnx-cpu", "onnx-int8"),
     (CPU_ONLY, ["onnx-fp16", "onnx-fp32"], "onnx-cpu", "onnx-fp32"),
+    (VNNI_WITH_LLAMA, ALL, "onnx-cpu", "onnx-int8"),
+    (VNNI_WITH_LLAMA, ["onnx-fp32", "gguf-q8_0"], "llamacpp", "gguf-q8_0"),
+    (Host(True, "a CUDA device is visible", True, int8_vnni=True), ALL, "onnx-cuda", "onnx-fp16"),
 ])
 def test_auto(host, names, runtime, artifact):
     choice = select(manifest(*names), host=host)
@@ -40,6 +44,7 @@ def test_auto(host, names, runtime, artifact):
 def test_reasons_say_why():
     assert "no NVIDIA device is visible" in select(manifest(*ALL), host=CPU_ONLY).reason
     assert "llama-cpp-python is not installed" in select(manifest(*ALL), host=CPU_ONLY).reason
+    assert "has VNNI" in select(manifest(*ALL), host=VNNI_WITH_LLAMA).reason
 
 
 def test_explicit_choices():

@@ -69,7 +69,7 @@ def test_plain_pip_install_serves_without_torch(tmp_path_factory, tmp_path, qwen
     try:
         info = server.stub().GetInfo(pb.GetInfoRequest(), timeout=10)
         assert (info.runtime, info.artifact) == ("onnx-cpu", "onnx-int8")
-        assert "llama-cpp-python is not installed" in info.runtime_reason
+        assert info.runtime_reason.startswith("no usable CUDA")
         served = vectors_of(server.stub().Embed(pb.EmbedRequest(inputs=["hello"]), timeout=30))
     finally:
         server.stop()
