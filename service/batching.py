@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 
+def batch_fits(count: int, longest: int, tokens: int, *, max_batch_tokens: int, padded: bool,
+               max_sequences: int | None = None, max_padding_ratio: float | None = None
+               ) -> bool:
+    """Whether a batch of `count` sequences (the longest `longest`, `tokens` in all) may run.
+
+    A padded batch costs `count * longest`, a packed one `tokens`; a padded batch may also be
+    held to `max_padding_ratio` padded tokens per real token.
+    """
+    cost = count * longest if padded else tokens
+    if cost > max_batch_tokens or (max_sequences is not None and count > max_sequences):
+        return False
+    return not (padded and max_padding_ratio is not None
+                and count * longest > max_padding_ratio * tokens)
+
+
 def plan_batches(lengths: list[int], max_batch_tokens: int, *, padded: bool = True,
                  max_sequences: int | None = None) -> list[list[int]]:
     """Indices of `lengths` grouped so that each batch fits the token budget.
@@ -20,9 +35,9 @@ def plan_batches(lengths: list[int], max_batch_tokens: int, *, padded: bool = Tr
     packed = 0
     for index in order:
         # Sorted ascending, so this sequence is the longest of the batch if it joins.
-        cost = (len(current) + 1) * lengths[index] if padded else packed + lengths[index]
-        full = max_sequences is not None and len(current) >= max_sequences
-        if current and (cost > max_batch_tokens or full):
+        if current and not batch_fits(len(current) + 1, lengths[index], packed + lengths[index],
+                                      max_batch_tokens=max_batch_tokens, padded=padded,
+                                      max_sequences=max_sequences):
             batches.append(current)
             current, packed = [], 0
         current.append(index)

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from embedrpc.service.batching import batch_fits
 from embedrpc.service.metrics import Metrics
 from embedrpc.service.runtimes.base import Runtime
 
@@ -109,14 +110,14 @@ class Scheduler:
                        key=lambda i: (abs(len(self._pending[i].ids) - anchor), i))
         chosen: list[int] = []
         longest = total = 0
+        runtime = self.runtime
         for index in order:
             length = len(self._pending[index].ids)
-            cost = (len(chosen) + 1) * max(longest, length) if self.runtime.pads_batches \
-                else total + length
-            full = self.runtime.max_sequences is not None and \
-                len(chosen) >= self.runtime.max_sequences
-            if chosen and (cost > self.max_batch_tokens or full or self._too_padded(
-                    len(chosen) + 1, max(longest, length), total + length)):
+            if chosen and not batch_fits(
+                    len(chosen) + 1, max(longest, length), total + length,
+                    max_batch_tokens=self.max_batch_tokens, padded=runtime.pads_batches,
+                    max_sequences=runtime.max_sequences,
+                    max_padding_ratio=runtime.max_padding_ratio):
                 continue
             chosen.append(index)
             longest, total = max(longest, length), total + length
@@ -125,10 +126,6 @@ class Scheduler:
         self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
         self._queue_changed()
         return batch
-
-    def _too_padded(self, count: int, longest: int, tokens: int) -> bool:
-        ratio = self.runtime.max_padding_ratio
-        return self.runtime.pads_batches and ratio is not None and count * longest > ratio * tokens
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
