@@ -4,6 +4,7 @@ and output encoding. Every failure leaves as a gRPC status with a message saying
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,25 +61,35 @@ class _Plan:
     encoding: Encoding
 
 
+@contextlib.contextmanager
+def _recorded(metrics, method: str):
+    """Count the RPC by status code and time it."""
+    started = time.monotonic()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except RequestError as error:
+        code = error.code
+        raise
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    finally:
+        metrics.requests.labels(method, code.name).inc()
+        metrics.request_seconds.labels(method).observe(time.monotonic() - started)
+
+
 def _observed(method: str):
-    """Count the RPC by status code and time it; turn RequestErrors into statuses."""
+    """Record the RPC and turn a RequestError into its status."""
 
     def wrap(handler):
         @functools.wraps(handler)
         async def run(self, request, context):
-            started = time.monotonic()
-            code = grpc.StatusCode.OK
             try:
-                return await handler(self, request, context)
+                with _recorded(self.metrics, method):
+                    return await handler(self, request, context)
             except RequestError as error:
-                code = error.code
                 await context.abort(error.code, str(error))
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                self.metrics.requests.labels(method, code.name).inc()
-                self.metrics.request_seconds.labels(method).observe(time.monotonic() - started)
 
         return run
 
@@ -146,17 +157,12 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
 
     # -- the work -----------------------------------------------------------------------------
     async def _embed_counted(self, request, method: str):
-        started = time.monotonic()
-        code = grpc.StatusCode.OK
-        try:
-            return await self._embed(request)
-        except RequestError as error:
-            code = error.code
-            error.request_id = request.id
-            raise
-        finally:
-            self.metrics.requests.labels(method, code.name).inc()
-            self.metrics.request_seconds.labels(method).observe(time.monotonic() - started)
+        with _recorded(self.metrics, method):
+            try:
+                return await self._embed(request)
+            except RequestError as error:
+                error.request_id = request.id
+                raise
 
     async def _embed(self, request) -> pb.EmbedResponse:
         plan = self._plan(request.inputs, request.task, request.truncation,
