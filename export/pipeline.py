@@ -25,7 +25,8 @@ from embedrpc.service.encoding import compute_ranges
 from embedrpc.service.manifest import (Artifact, FileEntry, Manifest, Parity, Source,
                                        TokenizerInfo)
 from embedrpc.service.tokenization import BundleTokenizer
-from embedrpc.service.validate import ORACLE_FILE, PROBES_FILE, format_report, measure
+from embedrpc.service.validate import (ORACLE_FILE, PROBES_FILE, format_report, measure,
+                                       probe_token_ids)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
@@ -116,6 +117,7 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
         manifest.parity_probe["max_tokens"] = min(probe_max_tokens, manifest.max_input_tokens)
         progress.step("computing sentence-transformers oracle and calibration vectors",
                       lambda: _write_oracle(root, manifest, tokenizer, oracle_dir))
+        probes = probe_token_ids(Bundle(root, manifest))  # once, for every artifact
         builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress)
         results = []
         for name in names:
@@ -124,7 +126,7 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
             artifact = _record(spec, files, root)
             manifest.artifacts.append(artifact)
             result = progress.step(f"measuring parity of {name}", lambda: measure(
-                Bundle(root, manifest), name, spec.bar))
+                Bundle(root, manifest), name, spec.bar, sequences=probes))
             artifact.parity = Parity(result.min_cosine, result.mean_cosine, result.max_abs_diff,
                                      spec.bar, result.passed)
             results.append(result)
