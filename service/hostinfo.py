@@ -1,0 +1,96 @@
+"""What this host is: CPU model and instruction-set flags, and the native libraries installed.
+
+Native kernels behave differently per CPU kind (llama.cpp's AMX kernels segfault on some Intel
+Xeons, upstream llama.cpp#20824), so what was proved on one host is keyed by this fingerprint.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+
+from embedrpc.service import __version__
+
+LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "llama_cpp_python", "tokenizers", "numpy")
+_SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
+                "amx_int8", "amx_bf16", "asimd", "sve")
+
+
+@dataclass(frozen=True)
+class Cpu:
+    model: str
+    flags: frozenset[str]
+    family_model: str = ""  # x86 "family 6 model 207": tells generic model names apart
+
+    @property
+    def has_amx(self) -> bool:
+        """AMX tiles usable by this process (the kernel lists them only once it enables them)."""
+        return "amx_tile" in self.flags or "amx_int8" in self.flags
+
+    @property
+    def simd_flags(self) -> list[str]:
+        """The flags that decide which kernels run, e.g. ['avx2', 'avx512f', 'avx512_vnni']."""
+        return [flag for flag in _SHOWN_FLAGS if flag in self.flags]
+
+    @property
+    def label(self) -> str:
+        """e.g. 'Intel(R) Xeon(R) Processor, family 6 model 207 (avx2, avx512f, ...)'."""
+        name = f"{self.model}, {self.family_model}" if self.family_model else self.model
+        return f"{name} ({', '.join(self.simd_flags) or 'no SIMD flags read'})"
+
+
+@functools.cache
+def cpu() -> Cpu:
+    """The first processor's entry of /proc/cpuinfo (x86 and Arm field names)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if not line.strip() and fields:
+                    break
+                key, colon, value = line.partition(":")
+                if colon:
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    model = fields.get("model name") or fields.get("Model") or platform.processor() \
+        or platform.machine() or "unknown CPU"
+    family_model = f"family {fields['cpu family']} model {fields['model']}" \
+        if "cpu family" in fields and "model" in fields else ""
+    return Cpu(model, frozenset((fields.get("flags") or fields.get("Features") or "").split()),
+               family_model)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"embedrpc": __version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def fingerprint() -> dict:
+    """What a verdict about native code on this host depends on (no secrets, no paths)."""
+    host = cpu()
+    return {"cpu": host.model, "family_model": host.family_model, "machine": platform.machine(),
+            "cpu_flags_sha256": hashlib.sha256(" ".join(sorted(host.flags)).encode()).hexdigest(),
+            "libraries": library_versions(), "gpu": _gpu_models()}
+
+
+def _gpu_models() -> list[str]:
+    import glob
+
+    models = []
+    for path in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
+        try:
+            with open(path) as information:
+                models += [line.split(":", 1)[1].strip() for line in information
+                           if line.startswith("Model:")]
+        except OSError:
+            continue
+    return models
