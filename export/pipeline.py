@@ -25,8 +25,8 @@ from embedrpc.service.encoding import compute_ranges
 from embedrpc.service.manifest import (Artifact, FileEntry, Manifest, Parity, Source,
                                        TokenizerInfo)
 from embedrpc.service.tokenization import BundleTokenizer
-from embedrpc.service.validate import (ORACLE_FILE, PROBES_FILE, format_report, measure,
-                                       probe_token_ids)
+from embedrpc.service.validate import (ORACLE_FILE, PROBES_FILE, ParityResult, failure_line,
+                                       format_report, measure, probe_token_ids)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
@@ -117,7 +117,8 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
         manifest.parity_probe["max_tokens"] = min(probe_max_tokens, manifest.max_input_tokens)
         progress.step("computing sentence-transformers oracle and calibration vectors",
                       lambda: _write_oracle(root, manifest, tokenizer, oracle_dir))
-        probes = probe_token_ids(Bundle(root, manifest))  # once, for every artifact
+        bundle = Bundle(root, manifest)
+        probes = probe_token_ids(bundle)  # once, for every artifact
         builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress)
         results = []
         for name in names:
@@ -125,22 +126,30 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
             files = progress.step(f"writing {name}", lambda: builder.build(spec))
             artifact = _record(spec, files, root)
             manifest.artifacts.append(artifact)
+            manifest.write(root)  # what the measuring child reads; rewritten complete below
             result = progress.step(f"measuring parity of {name}", lambda: measure(
-                Bundle(root, manifest), name, spec.bar, sequences=probes))
+                bundle, name, spec.bar, sequences=probes))
             artifact.parity = Parity(result.min_cosine, result.mean_cosine, result.max_abs_diff,
                                      spec.bar, result.passed)
             results.append(result)
         report = format_report(results)
         (root / "parity" / "report.txt").write_text(report + "\n")
         print(report, file=sys.stderr)
-        failed = [r.artifact for r in results if not r.passed]
-        if failed:
-            raise ExportError(f"parity below bar for {', '.join(failed)}; bundle not written "
-                              f"(see the table above)")
+        _raise_for_failures(bundle, results)
         manifest.write(root)
         staging.publish()
     print(f"[export] bundle written to {out} in {progress.elapsed:.1f}s", file=sys.stderr)
     return manifest
+
+
+def _raise_for_failures(bundle: Bundle, results: list[ParityResult]) -> None:
+    """One line naming every artifact that crashed, failed or missed its bar."""
+    problems = [failure_line(bundle, r, "measuring parity") for r in results if r.failure]
+    below = [r.artifact for r in results if not r.failure and not r.passed]
+    if below:
+        problems.append(f"parity below bar for {', '.join(below)} (see the table above)")
+    if problems:
+        raise ExportError("; ".join(problems) + "; bundle not written")
 
 
 class ArtifactBuilder:

@@ -3,22 +3,28 @@
 `embedrpc export` stores the probe texts and the sentence-transformers oracle's vectors under
 `parity/`; this module re-embeds the probes with the serving runtimes and compares, so a bundle
 can be checked on the host that serves it (a GPU host included) without the export stack.
+
+Every measurement runs in a child process (service/isolation.py): a runtime that crashes on
+this host fails its artifact with the signal named, instead of killing the caller.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embedrpc.service.bundle import Bundle
+from embedrpc.service.isolation import ChildFailed, run_isolated
 from embedrpc.service.tokenization import Truncation
 
 PROBES_FILE = "parity/probes.json"
 ORACLE_FILE = "parity/oracle.npy"
 PARITY_BATCH_TOKENS = 4096
+ENGINES = {"onnx": "onnxruntime", "gguf": "llama.cpp"}  # who runs an artifact format
 
 
 @dataclass
@@ -28,10 +34,16 @@ class ParityResult:
     mean_cosine: float
     max_abs_diff: float
     bar: float
+    tokens_per_s: float = 0.0  # the probe set's embedding rate after one warm-up text
+    failure: str | None = None  # "crashed (SIGSEGV)", "timed out ...", a load error
 
     @property
     def passed(self) -> bool:
-        return self.min_cosine >= self.bar
+        return self.failure is None and self.min_cosine >= self.bar
+
+    @classmethod
+    def failed(cls, artifact: str, bar: float, failure: str) -> "ParityResult":
+        return cls(artifact, float("nan"), float("nan"), float("nan"), bar, failure=failure)
 
 
 def compare(vectors: np.ndarray, oracle: np.ndarray) -> tuple[float, float, float]:
@@ -54,19 +66,43 @@ def probe_token_ids(bundle: Bundle) -> list[list[int]]:
     return ids
 
 
-def measure(bundle: Bundle, artifact_name: str, bar: float, *, padding_side: str = "right",
-            providers: list[str] | None = None, sequences: list[list[int]] | None = None
-            ) -> ParityResult:
-    oracle = np.load(bundle.root / ORACLE_FILE)
-    sequences = sequences or probe_token_ids(bundle)
-    budget = max(PARITY_BATCH_TOKENS, max(len(s) for s in sequences))
-    runtime = bundle.open_runtime(artifact_name, padding_side=padding_side, providers=providers,
-                                  max_batch_tokens=budget)
+def measure(bundle: Bundle, artifact_name: str, bar: float, *,
+            sequences: list[list[int]] | None = None, runtime_options: dict | None = None,
+            timeout: float | None = None) -> ParityResult:
+    """Embed the probes with `artifact_name` in a child process and compare with the oracle.
+
+    A crash, hang or load failure of the child is a failed result naming why, never an
+    exception: the caller decides what a failed artifact means.
+    """
+    payload = {"bundle": str(bundle.root), "artifact": artifact_name, "bar": bar,
+               "sequences": sequences, "options": runtime_options or {}}
     try:
+        answer = run_isolated("embedrpc.service.validate:measure_here", payload,
+                              **({"timeout": timeout} if timeout else {}))
+    except ChildFailed as failure:
+        return ParityResult.failed(artifact_name, bar, failure.reason)
+    return ParityResult(**answer)
+
+
+def measure_here(payload: dict) -> dict:
+    """The child's side of `measure`: open the runtime, warm it up, embed, compare."""
+    bundle = Bundle(Path(payload["bundle"]))
+    sequences = payload["sequences"] or probe_token_ids(bundle)
+    options = dict(payload["options"])
+    budget = max(options.pop("max_batch_tokens", PARITY_BATCH_TOKENS), max(map(len, sequences)))
+    runtime = bundle.open_runtime(payload["artifact"], max_batch_tokens=budget, **options)
+    try:
+        runtime.embed([min(sequences, key=len)], budget)  # first-call allocations, not timed
+        started = time.perf_counter()
         vectors = runtime.embed(sequences, budget)
+        elapsed = time.perf_counter() - started
     finally:
         runtime.close()
-    return ParityResult(artifact_name, *compare(vectors, oracle), bar=bar)
+    oracle = np.load(bundle.root / ORACLE_FILE)
+    min_cosine, mean_cosine, max_abs_diff = compare(vectors, oracle)
+    return {"artifact": payload["artifact"], "min_cosine": min_cosine,
+            "mean_cosine": mean_cosine, "max_abs_diff": max_abs_diff, "bar": payload["bar"],
+            "tokens_per_s": sum(map(len, sequences)) / elapsed if elapsed > 0 else 0.0}
 
 
 def validate_bundle(root: Path, artifacts: list[str] | None = None, *,
@@ -77,15 +113,26 @@ def validate_bundle(root: Path, artifacts: list[str] | None = None, *,
     names = artifacts or [a.name for a in bundle.manifest.artifacts]
     bundle.verify(names)
     sequences = probe_token_ids(bundle)
+    options = {"padding_side": padding_side, "providers": providers}
     return [measure(bundle, name, bundle.manifest.artifact(name).parity.bar,
-                    padding_side=padding_side, providers=providers, sequences=sequences)
+                    sequences=sequences, runtime_options=options)
             for name in names]
+
+
+def failure_line(bundle: Bundle, result: ParityResult, doing: str) -> str:
+    """e.g. 'gguf-q8_0: llama.cpp crashed (SIGSEGV) on this host while measuring parity'."""
+    engine = ENGINES.get(bundle.manifest.artifact(result.artifact).format, "the runtime")
+    return f"{result.artifact}: {engine} {result.failure} on this host while {doing}"
 
 
 def format_report(results: list[ParityResult]) -> str:
     lines = [f"{'artifact':<14} {'min cos':>10} {'mean cos':>10} {'max |diff|':>11} "
              f"{'bar':>8}  result"]
     for r in results:
+        if r.failure:
+            lines.append(f"{r.artifact:<14} {'—':>10} {'—':>10} {'—':>11} {r.bar:>8}  "
+                         f"FAILED: {r.failure}")
+            continue
         lines.append(f"{r.artifact:<14} {r.min_cosine:>10.6f} {r.mean_cosine:>10.6f} "
                      f"{r.max_abs_diff:>11.2e} {r.bar:>8}  {'ok' if r.passed else 'BELOW BAR'}")
     return "\n".join(lines)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from embedrpc.export import pipeline
+from embedrpc.export.staging import restore_interrupted_publish
 from embedrpc.service.cli import main
 
 
@@ -133,3 +136,39 @@ def test_replacing_with_force(capsys, tmp_path, tiny_checkpoint):
     assert code == 0
     assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_crash_while_measuring_parity_fails_that_artifact(capsys, tmp_path, tiny_checkpoint,
+                                                          crash_in_child):
+    crash_in_child("gguf-q8_0")
+    code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
+                           "--formats", "onnx-fp32,gguf-q8_0", "--probe-max-tokens", "32")
+    assert code == 2
+    assert only_error_line(err) == ("embedrpc: error: gguf-q8_0: llama.cpp crashed (SIGSEGV) on "
+                                    "this host while measuring parity; bundle not written")
+    assert "FAILED: crashed (SIGSEGV)" in err  # in the parity table, beside onnx-fp32's row
+    assert_nothing_written(tmp_path)
+
+
+def test_killed_export_leaves_nothing_the_next_one_trips_on(capsys, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    args = [tiny_checkpoint, "--out", out, "--formats", "onnx-fp32", "--probe-max-tokens", "32"]
+    exporter = subprocess.Popen([sys.executable, "-m", "embedrpc.service.cli", "export",
+                                 *map(str, args)], stderr=subprocess.PIPE, text=True)
+    for line in exporter.stderr:
+        if line.startswith("[export] writing onnx-fp32"):
+            break
+    exporter.kill()  # as SIGKILL or a power loss would: no clean-up runs
+    exporter.wait(30)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    code, _ = run_export(capsys, *args)
+    assert code == 0 and (out / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_publish_cut_between_its_renames_gets_the_previous_bundle_back(tmp_path):
+    aside = tmp_path / ".out.replaced"
+    aside.mkdir()
+    (aside / "manifest.json").write_text("{}")
+    restore_interrupted_publish(tmp_path / "out")
+    assert (tmp_path / "out" / "manifest.json").is_file() and not aside.exists()
