@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     cpu = bundle.open_runtime("onnx-fp32").embed(sequences, 4096)
     for artifact in ("onnx-fp16", "onnx-fp32"):
         spec = bundle.manifest.artifact(artifact)
-        versus_oracle = measure(bundle, artifact, spec.parity.bar, providers=CUDA)
+        versus_oracle = measure(bundle, artifact, spec.parity.bar,
+                                runtime_options={"providers": CUDA})
         runtime = bundle.open_runtime(artifact, providers=CUDA)
         assert runtime.name == "onnx-cuda", f"{artifact} did not land on CUDA"
         versus_cpu = compare(runtime.embed(sequences, 4096), cpu)

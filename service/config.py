@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from embedrpc.service.selection import RUNTIMES
 
@@ -26,6 +27,7 @@ class ServerConfig:
     grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight work
     max_message_bytes: int = 64 * 1024 * 1024
     export_cache: str | None = None  # where a model id / checkpoint is exported to
+    cache: str | None = None  # embedrpc's cache (self-check verdicts); default cache_dir()
 
 
 _HELP = {
@@ -41,7 +43,16 @@ _HELP = {
     "grace_seconds": "SIGTERM drain time for in-flight requests",
     "max_message_bytes": "largest gRPC message received or sent",
     "export_cache": "directory for bundles exported from a model id or checkpoint",
+    "cache": "embedrpc's cache directory: self-check verdicts per host (default "
+             "$XDG_CACHE_HOME/embedrpc or ~/.cache/embedrpc)",
 }
+
+
+def cache_dir(configured: str | None = None) -> Path:
+    """Where embedrpc keeps what it can rebuild: EMBEDRPC_CACHE, else the XDG cache home."""
+    root = configured or os.environ.get("EMBEDRPC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "embedrpc")
+    return Path(root)
 
 
 def add_arguments(parser: argparse.ArgumentParser, environ=os.environ) -> None:

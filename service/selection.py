@@ -1,10 +1,14 @@
 """Which runtime and artifact serve a bundle on this host: the one place this rule lives.
 
-`auto`: a visible CUDA device with onnxruntime's CUDA provider -> `onnx-cuda` (fp16 artifact);
-otherwise, on an x86 CPU with VNNI int8 instructions, `onnx-cpu` int8 (benchmarks/results: 3.1x
-the tokens/s of llama.cpp Q8_0 and a third of its latency at the 0.6B shape on AVX-512 VNNI);
-otherwise llama.cpp with the bundle's best GGUF (the design's choice for CPU and edge hosts);
-otherwise `onnx-cpu` with int8, else fp32. Change this rule here and only here.
+The rule names candidates; each is then proved on this host by a self-check in a child process
+(service/selfcheck.py: it loads, embeds the bundle's parity probes, meets the artifact's bar,
+and is timed), and the choice is made from those verdicts, never from assumptions about a CPU:
+
+`auto`: a visible CUDA device with onnxruntime's CUDA provider -> `onnx-cuda` (fp16, else fp32)
+if it passes; otherwise the CPU families, onnxruntime (int8, else fp32, fp16) and llama.cpp
+(Q8_0, else F16, BF16, Q4_K_M): in each family the first artifact that passes, and of those
+the one the self-check measured fastest on this host. `--runtime` narrows to one family,
+`--artifact` to one candidate, which must pass.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 from embedrpc.service.manifest import Manifest
 
@@ -29,15 +34,64 @@ class SelectionError(ValueError):
 
 
 @dataclass(frozen=True)
+class Candidate:
+    runtime: str
+    artifact: str
+
+    @property
+    def providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.runtime == "onnx-cuda" \
+            else ["CPUExecutionProvider"]
+
+    def __str__(self) -> str:
+        return f"{self.runtime} {self.artifact}"
+
+
+Family = tuple[Candidate, ...]  # one runtime's artifacts, best first
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Candidates in tiers: the first tier where some family passes wins, and within it the
+    fastest family winner. A requested plan fails instead of falling back."""
+
+    tiers: tuple[tuple[Family, ...], ...]
+    reason: str
+    requested: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the self-check found for one candidate on this host."""
+
+    candidate: Candidate
+    passed: bool
+    failure: str = ""  # "crashed (SIGSEGV)", "min cosine 0.91 is below its bar 0.995", ...
+    min_cosine: float | None = None
+    tokens_per_s: float | None = None
+    cached: bool = False
+
+    def describe(self) -> str:
+        cached = " [cached]" if self.cached else ""
+        if self.passed:
+            return (f"{self.candidate}: passed self-check ({self.tokens_per_s:.0f} tokens/s, "
+                    f"min cos {self.min_cosine:.5f}){cached}")
+        return f"{self.candidate}: {self.failure} in self-check{cached}"
+
+
+@dataclass(frozen=True)
 class Choice:
     runtime: str
     artifact: str
     reason: str
 
     @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.runtime, self.artifact)
+
+    @property
     def providers(self) -> list[str]:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.runtime == "onnx-cuda" \
-            else ["CPUExecutionProvider"]
+        return self.candidate.providers
 
 
 @dataclass(frozen=True)
@@ -45,22 +99,11 @@ class Host:
     cuda: bool
     cuda_reason: str
     llamacpp: bool
-    int8_vnni: bool = False  # x86 AVX-512 VNNI or AVX-VNNI
 
     @classmethod
     def probe(cls) -> "Host":
         cuda, reason = _cuda_usable()
-        return cls(cuda, reason, importlib.util.find_spec("llama_cpp") is not None,
-                   _has_vnni())
-
-
-def _has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+        return cls(cuda, reason, importlib.util.find_spec("llama_cpp") is not None)
 
 
 def _cuda_usable() -> tuple[bool, str]:
@@ -77,8 +120,9 @@ def _cuda_usable() -> tuple[bool, str]:
     return True, "a CUDA device is visible and onnxruntime has its CUDA provider"
 
 
-def select(manifest: Manifest, runtime: str = "auto", artifact: str | None = None,
-           host: Host | None = None) -> Choice:
+def plan(manifest: Manifest, runtime: str = "auto", artifact: str | None = None,
+         host: Host | None = None) -> Plan:
+    """The candidates to self-check for this bundle, host and request."""
     if runtime not in RUNTIMES:
         raise SelectionError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     host = host or Host.probe()
@@ -93,22 +137,52 @@ def select(manifest: Manifest, runtime: str = "auto", artifact: str | None = Non
             raise SelectionError(f"runtime {runtime} cannot run artifact {artifact}")
         kind = "onnx-cuda" if "onnx-cuda" in kinds and host.cuda else kinds[-1]
         _check_available(kind, host)
-        return Choice(kind, artifact, f"artifact {artifact} was requested")
+        return Plan((((Candidate(kind, artifact),),),), f"artifact {artifact} was requested",
+                    requested=True)
     if runtime != "auto":
         _check_available(runtime, host)
-        return Choice(runtime, _best(runtime, present), f"runtime {runtime} was requested")
-    if host.cuda and _best(present=present, runtime="onnx-cuda", required=False):
-        return Choice("onnx-cuda", _best("onnx-cuda", present), host.cuda_reason)
-    if host.int8_vnni and "onnx-int8" in present:
-        return Choice("onnx-cpu", "onnx-int8",
-                      f"no usable CUDA ({host.cuda_reason}); this x86 CPU has VNNI, where "
-                      f"onnxruntime int8 outruns llama.cpp (benchmarks/results)")
-    if host.llamacpp and _best("llamacpp", present, required=False):
-        return Choice("llamacpp", _best("llamacpp", present),
-                      f"no usable CUDA ({host.cuda_reason}); llama.cpp is the CPU/edge default")
-    reason = f"no usable CUDA ({host.cuda_reason}); " + (
-        "the bundle has no GGUF" if host.llamacpp else "llama-cpp-python is not installed")
-    return Choice("onnx-cpu", _best("onnx-cpu", present), reason)
+        family = _family(runtime, present)
+        if not family:
+            raise SelectionError(f"the bundle has no artifact for runtime {runtime} (it needs "
+                                 f"one of {', '.join(PREFERENCE[runtime])})")
+        return Plan(((family,),), f"runtime {runtime} was requested", requested=True)
+    tiers = []
+    if host.cuda and _family("onnx-cuda", present):
+        tiers.append((_family("onnx-cuda", present),))
+    cpu = tuple(f for f in (_family("onnx-cpu", present),
+                            _family("llamacpp", present) if host.llamacpp else ()) if f)
+    if cpu:
+        tiers.append(cpu)
+    reason = host.cuda_reason if host.cuda else f"no usable CUDA ({host.cuda_reason})"
+    if not host.llamacpp:
+        reason += "; llama-cpp-python is not installed"
+    if not tiers:
+        raise SelectionError(f"the bundle has no artifact any runtime here can serve ({reason})")
+    return Plan(tuple(tiers), reason)
+
+
+def choose(chosen_plan: Plan, check: Callable[[Candidate], Verdict]) -> Choice:
+    """Self-check candidates tier by tier (`check` proves one) and choose from the verdicts."""
+    verdicts: list[Verdict] = []
+    for tier in chosen_plan.tiers:
+        winners = []
+        for family in tier:
+            for candidate in family:
+                verdicts.append(check(candidate))
+                if verdicts[-1].passed:
+                    winners.append(verdicts[-1])
+                    break
+        if winners:
+            best = max(winners, key=lambda verdict: verdict.tokens_per_s or 0.0)
+            why = "the fastest that passed" if len(winners) > 1 else "passed"
+            reason = "; ".join([chosen_plan.reason, *(v.describe() for v in verdicts),
+                                f"chose {best.candidate} ({why})"])
+            return Choice(best.candidate.runtime, best.candidate.artifact, reason)
+    found = "; ".join(v.describe() for v in verdicts)
+    if chosen_plan.requested:
+        raise SelectionError(f"{chosen_plan.reason}, but it failed its self-check on this "
+                             f"host: {found}")
+    raise SelectionError(f"no runtime passed its self-check on this host: {found}")
 
 
 def _check_available(runtime: str, host: Host) -> None:
@@ -119,11 +193,5 @@ def _check_available(runtime: str, host: Host) -> None:
                              "(pip install 'embedrpc[llamacpp]')")
 
 
-def _best(runtime: str, present: list[str], required: bool = True) -> str | None:
-    for name in PREFERENCE[runtime]:
-        if name in present:
-            return name
-    if required:
-        raise SelectionError(f"the bundle has no artifact for runtime {runtime} (it needs one of "
-                             f"{', '.join(PREFERENCE[runtime])})")
-    return None
+def _family(runtime: str, present: list[str]) -> Family:
+    return tuple(Candidate(runtime, name) for name in PREFERENCE[runtime] if name in present)

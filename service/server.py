@@ -18,12 +18,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from embedrpc.service.bundle import Bundle
-from embedrpc.service.config import ServerConfig
-from embedrpc.service.manifest import MANIFEST_NAME, BundleError
+from embedrpc.service.config import ServerConfig, cache_dir
+from embedrpc.service.manifest import MANIFEST_NAME, BundleError, Manifest
 from embedrpc.service.metrics import Metrics
 from embedrpc.service.runtimes.base import Runtime
 from embedrpc.service.scheduler import Scheduler
-from embedrpc.service.selection import Choice, select
+from embedrpc.service.selection import Choice, choose, plan
+from embedrpc.service.selfcheck import SelfCheck, VerdictCache
 from embedrpc.service.servicer import EmbeddingServicer, ServingLimits
 from embedrpc.v1 import embedding_pb2, embedding_pb2_grpc
 
@@ -52,24 +53,41 @@ def resolve_bundle(target: str, export_cache: str | None = None) -> Path:
     return out
 
 
+def serving_limits(config: ServerConfig, manifest: Manifest) -> ServingLimits:
+    """The longest input defaults to the model's limit capped at the batch budget."""
+    max_input = min(config.max_input_tokens or manifest.max_input_tokens,
+                    manifest.max_input_tokens)
+    if config.max_input_tokens is None:
+        max_input = min(max_input, config.max_batch_tokens)
+    return ServingLimits(config.max_batch_tokens, config.max_queue, max_input)
+
+
+def runtime_options(config: ServerConfig, limits: ServingLimits) -> dict:
+    """How a runtime is opened, for serving and for its self-check alike."""
+    return dict(threads=config.threads, kv_type=config.kv_type,
+                batch_invariant=config.batch_invariant,
+                max_batch_tokens=max(config.max_batch_tokens, limits.max_input_tokens))
+
+
+def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) -> Choice:
+    """The selection rule's candidates, self-checked on this host (verdicts cached)."""
+    return choose(plan(bundle.manifest, config.runtime, config.artifact),
+                  SelfCheck(bundle, runtime_options(config, limits),
+                            VerdictCache(cache_dir(config.cache) / "selfcheck")))
+
+
 class EmbedServer:
     def __init__(self, config: ServerConfig, runtime: Runtime | None = None,
                  choice: Choice | None = None):
         """`runtime`/`choice` replace the selected ones (tests wrap a real runtime)."""
         self.config = config
         self.bundle = Bundle(resolve_bundle(config.bundle, config.export_cache))
-        manifest = self.bundle.manifest
-        self.choice = choice or select(manifest, config.runtime, config.artifact)
+        self.limits = serving_limits(config, self.bundle.manifest)
+        self.choice = choice or choose_runtime(config, self.bundle, self.limits)
         self.bundle.verify([self.choice.artifact])
-        max_input = min(config.max_input_tokens or manifest.max_input_tokens,
-                        manifest.max_input_tokens)
-        if config.max_input_tokens is None:
-            max_input = min(max_input, config.max_batch_tokens)
-        self.limits = ServingLimits(config.max_batch_tokens, config.max_queue, max_input)
         self.runtime = runtime or self.bundle.open_runtime(
-            self.choice.artifact, threads=config.threads, providers=self.choice.providers,
-            max_batch_tokens=max(config.max_batch_tokens, max_input), kv_type=config.kv_type,
-            batch_invariant=config.batch_invariant)
+            self.choice.artifact, providers=self.choice.providers,
+            **runtime_options(config, self.limits))
         self.metrics = Metrics()
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None

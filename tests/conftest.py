@@ -18,21 +18,27 @@ from embedrpc.export.random_checkpoint import (build_random_checkpoint, default_
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tokenizer and test checkpoints are kept across runs; everything else embedrpc caches
+# (self-check verdicts) starts empty in each run, so every run proves the runtimes afresh.
+PERSISTENT_CACHE = default_cache_dir()
+os.environ["EMBEDRPC_CACHE"] = tempfile.mkdtemp(prefix="embedrpc-test-cache-")
 
 MAX_SEQ_LENGTH = 128  # the tiny fixtures' max input tokens: long probes get truncated
 CHECKPOINT_LAYOUT_VERSION = 1
+CRASH_INJECTION = Path(__file__).parent / "crash_injection"
 
 
 def cached_checkpoint(shape: str, appends_eos: bool, adapters: tuple[str, ...] = (),
                       seed: int = 0, max_seq_length: int = MAX_SEQ_LENGTH) -> Path:
     key = (f"{shape}-{'eos' if appends_eos else 'noeos'}-s{seed}-m{max_seq_length}-"
            f"{'+'.join(adapters) or 'merged'}-v{CHECKPOINT_LAYOUT_VERSION}")
-    target = default_cache_dir() / "test-checkpoints" / key
+    target = PERSISTENT_CACHE / "test-checkpoints" / key
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    build_random_checkpoint(staging, shape, appends_eos, seed, max_seq_length, adapters)
+    build_random_checkpoint(staging, shape, appends_eos, seed, max_seq_length, adapters,
+                            cache_dir=PERSISTENT_CACHE)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
@@ -41,7 +47,7 @@ def cached_checkpoint(shape: str, appends_eos: bool, adapters: tuple[str, ...] =
 @pytest.fixture(scope="session")
 def qwen3_tokenizer_json() -> Path:
     try:
-        return fetch_qwen3_tokenizer()
+        return fetch_qwen3_tokenizer(PERSISTENT_CACHE)
     except RuntimeError as exc:
         pytest.fail(f"the real Qwen3 tokenizer is required: {exc}", pytrace=False)
 
@@ -80,3 +86,16 @@ def exported_bundle(tmp_path_factory, checkpoint: Path, **options) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     return exported_bundle(tmp_path_factory, tiny_checkpoint)
+
+
+@pytest.fixture()
+def crash_in_child(monkeypatch):
+    """`crash_in_child("gguf-q8_0")`: from now on, a Python child process that embeds with
+    that artifact dies of a real SIGSEGV (tests/crash_injection/sitecustomize.py)."""
+
+    def inject(artifact: str) -> None:
+        paths = [str(CRASH_INJECTION), *filter(None, [os.environ.get("PYTHONPATH")])]
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+        monkeypatch.setenv("EMBEDRPC_TEST_CRASH", artifact)
+
+    return inject

@@ -1,18 +1,19 @@
-"""The runtime auto-selection rule (service/selection.py), host by host."""
+"""The runtime selection rule (service/selection.py): candidates per host, and the choice made
+from their self-check verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
 from embedrpc.service.manifest import Artifact, Manifest, Source, TokenizerInfo
-from embedrpc.service.selection import Host, SelectionError, select
+from embedrpc.service.selection import (Candidate, Host, SelectionError, Verdict, choose,
+                                        plan)
 
 ALL = ["onnx-fp32", "onnx-fp16", "onnx-int8", "gguf-f16", "gguf-bf16", "gguf-q8_0",
        "gguf-q4_k_m"]
 GPU = Host(True, "a CUDA device is visible", True)
 CPU_WITH_LLAMA = Host(False, "no NVIDIA device is visible", True)
 CPU_ONLY = Host(False, "no NVIDIA device is visible", False)
-VNNI_WITH_LLAMA = Host(False, "no NVIDIA device is visible", True, int8_vnni=True)
 
 
 def manifest(*names: str) -> Manifest:
@@ -22,37 +23,41 @@ def manifest(*names: str) -> Manifest:
                     [Artifact(n, n.split("-")[0], n.split("-", 1)[1], "x", []) for n in names])
 
 
-@pytest.mark.parametrize("host,names,runtime,artifact", [
-    (GPU, ALL, "onnx-cuda", "onnx-fp16"),
-    (GPU, ["onnx-fp32", "gguf-q8_0"], "onnx-cuda", "onnx-fp32"),
-    (GPU, ["gguf-f16"], "llamacpp", "gguf-f16"),
-    (CPU_WITH_LLAMA, ALL, "llamacpp", "gguf-q8_0"),
-    (CPU_WITH_LLAMA, ["gguf-q4_k_m", "gguf-bf16", "onnx-int8"], "llamacpp", "gguf-bf16"),
-    (CPU_WITH_LLAMA, ["onnx-fp32", "onnx-int8"], "onnx-cpu", "onnx-int8"),
-    (CPU_ONLY, ALL, "onnx-cpu", "onnx-int8"),
-    (CPU_ONLY, ["onnx-fp16", "onnx-fp32"], "onnx-cpu", "onnx-fp32"),
-    (VNNI_WITH_LLAMA, ALL, "onnx-cpu", "onnx-int8"),
-    (VNNI_WITH_LLAMA, ["onnx-fp32", "gguf-q8_0"], "llamacpp", "gguf-q8_0"),
-    (Host(True, "a CUDA device is visible", True, int8_vnni=True), ALL, "onnx-cuda", "onnx-fp16"),
+def names(tiers) -> list[list[list[str]]]:
+    return [[[str(c) for c in family] for family in tier] for tier in tiers]
+
+
+@pytest.mark.parametrize("host,present,expected", [
+    (GPU, ALL, [[["onnx-cuda onnx-fp16", "onnx-cuda onnx-fp32"]],
+                [["onnx-cpu onnx-int8", "onnx-cpu onnx-fp32", "onnx-cpu onnx-fp16"],
+                 ["llamacpp gguf-q8_0", "llamacpp gguf-f16", "llamacpp gguf-bf16",
+                  "llamacpp gguf-q4_k_m"]]]),
+    (GPU, ["gguf-f16"], [[["llamacpp gguf-f16"]]]),
+    (CPU_WITH_LLAMA, ["gguf-q4_k_m", "gguf-bf16", "onnx-int8"],
+     [[["onnx-cpu onnx-int8"], ["llamacpp gguf-bf16", "llamacpp gguf-q4_k_m"]]]),
+    (CPU_WITH_LLAMA, ["onnx-fp32", "onnx-int8"], [[["onnx-cpu onnx-int8", "onnx-cpu onnx-fp32"]]]),
+    (CPU_ONLY, ALL, [[["onnx-cpu onnx-int8", "onnx-cpu onnx-fp32", "onnx-cpu onnx-fp16"]]]),
 ])
-def test_auto(host, names, runtime, artifact):
-    choice = select(manifest(*names), host=host)
-    assert (choice.runtime, choice.artifact) == (runtime, artifact)
-    assert choice.reason
+def test_auto_candidates(host, present, expected):
+    chosen = plan(manifest(*present), host=host)
+    assert names(chosen.tiers) == expected and not chosen.requested
 
 
 def test_reasons_say_why():
-    assert "no NVIDIA device is visible" in select(manifest(*ALL), host=CPU_ONLY).reason
-    assert "llama-cpp-python is not installed" in select(manifest(*ALL), host=CPU_ONLY).reason
-    assert "has VNNI" in select(manifest(*ALL), host=VNNI_WITH_LLAMA).reason
+    assert plan(manifest(*ALL), host=CPU_ONLY).reason == \
+        "no usable CUDA (no NVIDIA device is visible); llama-cpp-python is not installed"
+    assert plan(manifest(*ALL), host=GPU).reason == "a CUDA device is visible"
 
 
-def test_explicit_choices():
-    assert select(manifest(*ALL), "onnx-cpu", host=GPU).artifact == "onnx-int8"
-    choice = select(manifest(*ALL), artifact="gguf-q4_k_m", host=CPU_WITH_LLAMA)
-    assert (choice.runtime, choice.artifact) == ("llamacpp", "gguf-q4_k_m")
-    assert select(manifest(*ALL), artifact="onnx-fp16", host=GPU).runtime == "onnx-cuda"
-    assert select(manifest(*ALL), artifact="onnx-fp16", host=CPU_ONLY).runtime == "onnx-cpu"
+def test_explicit_requests():
+    assert names(plan(manifest(*ALL), "onnx-cpu", host=GPU).tiers) == \
+        [[["onnx-cpu onnx-int8", "onnx-cpu onnx-fp32", "onnx-cpu onnx-fp16"]]]
+    only = plan(manifest(*ALL), artifact="gguf-q4_k_m", host=CPU_WITH_LLAMA)
+    assert names(only.tiers) == [[["llamacpp gguf-q4_k_m"]]] and only.requested
+    assert names(plan(manifest(*ALL), artifact="onnx-fp16", host=GPU).tiers) == \
+        [[["onnx-cuda onnx-fp16"]]]
+    assert names(plan(manifest(*ALL), artifact="onnx-fp16", host=CPU_ONLY).tiers) == \
+        [[["onnx-cpu onnx-fp16"]]]
 
 
 @pytest.mark.parametrize("kwargs,host,message", [
@@ -64,9 +69,71 @@ def test_explicit_choices():
 ])
 def test_errors(kwargs, host, message):
     with pytest.raises(SelectionError, match=message):
-        select(manifest(*ALL), host=host, **kwargs)
+        plan(manifest(*ALL), host=host, **kwargs)
 
 
 def test_bundle_without_runtime_artifacts():
     with pytest.raises(SelectionError, match="no artifact for runtime onnx-cpu"):
-        select(manifest("gguf-f16"), host=CPU_ONLY)
+        plan(manifest("gguf-f16"), "onnx-cpu", host=CPU_ONLY)
+    with pytest.raises(SelectionError, match="no artifact any runtime here can serve"):
+        plan(manifest("gguf-f16"), host=CPU_ONLY)
+
+
+# -- choosing from verdicts ------------------------------------------------------------------
+def checker(verdicts: dict[str, tuple]):
+    """A check that answers from a table: 'runtime artifact' -> (passed, failure, tokens/s)."""
+    asked = []
+
+    def check(candidate: Candidate) -> Verdict:
+        asked.append(str(candidate))
+        passed, failure, speed = verdicts[str(candidate)]
+        return Verdict(candidate, passed, failure, 0.999 if passed else None, speed)
+
+    check.asked = asked
+    return check
+
+
+def test_fastest_passing_family_wins():
+    check = checker({"onnx-cpu onnx-int8": (True, "", 300.0),
+                     "llamacpp gguf-q8_0": (True, "", 420.0)})
+    choice = choose(plan(manifest(*ALL), host=CPU_WITH_LLAMA), check)
+    assert (choice.runtime, choice.artifact) == ("llamacpp", "gguf-q8_0")
+    assert choice.reason.endswith("chose llamacpp gguf-q8_0 (the fastest that passed)")
+    assert "onnx-cpu onnx-int8: passed self-check (300 tokens/s, min cos 0.99900)" in \
+        choice.reason
+    assert check.asked == ["onnx-cpu onnx-int8", "llamacpp gguf-q8_0"]  # one per family
+
+
+def test_a_crashed_candidate_is_skipped_and_named():
+    check = checker({"onnx-cpu onnx-int8": (True, "", 300.0),
+                     "llamacpp gguf-q8_0": (False, "crashed (SIGSEGV)", None),
+                     "llamacpp gguf-f16": (True, "", 100.0)})
+    choice = choose(plan(manifest(*ALL), host=CPU_WITH_LLAMA), check)
+    assert (choice.runtime, choice.artifact) == ("onnx-cpu", "onnx-int8")
+    assert "llamacpp gguf-q8_0: crashed (SIGSEGV) in self-check; llamacpp gguf-f16: passed" in \
+        choice.reason
+    assert check.asked == ["onnx-cpu onnx-int8", "llamacpp gguf-q8_0", "llamacpp gguf-f16"]
+
+
+def test_gpu_tier_wins_without_timing_the_cpu():
+    check = checker({"onnx-cuda onnx-fp16": (False, "failed (CUDA out of memory)", None),
+                     "onnx-cuda onnx-fp32": (True, "", 5000.0)})
+    choice = choose(plan(manifest(*ALL), host=GPU), check)
+    assert (choice.runtime, choice.artifact) == ("onnx-cuda", "onnx-fp32")
+    assert check.asked == ["onnx-cuda onnx-fp16", "onnx-cuda onnx-fp32"]
+
+
+def test_requested_candidate_that_fails_is_an_error():
+    check = checker({"llamacpp gguf-q8_0": (False, "crashed (SIGSEGV)", None)})
+    with pytest.raises(SelectionError) as error:
+        choose(plan(manifest(*ALL), artifact="gguf-q8_0", host=CPU_WITH_LLAMA), check)
+    assert str(error.value) == ("artifact gguf-q8_0 was requested, but it failed its self-check "
+                                "on this host: llamacpp gguf-q8_0: crashed (SIGSEGV) in self-check")
+
+
+def test_nothing_passes():
+    check = checker({f"onnx-cpu {n}": (False, "crashed (SIGILL)", None)
+                     for n in ("onnx-int8", "onnx-fp32", "onnx-fp16")})
+    with pytest.raises(SelectionError, match="^no runtime passed its self-check on this host: "
+                                             "onnx-cpu onnx-int8: crashed \\(SIGILL\\)"):
+        choose(plan(manifest(*ALL), host=CPU_ONLY), check)

@@ -199,8 +199,11 @@ def test_get_info(served, bundle):
     assert info.model == manifest.source.model and info.hidden_size == 64
     assert list(info.matryoshka_dimensions) == [32, 64]
     assert dict(info.prompts) == {"query": "Query: ", "document": "Document: "}
-    assert info.max_input_tokens == 128 and info.runtime_reason == \
-        f"artifact {info.artifact} was requested"
+    assert info.max_input_tokens == 128
+    assert info.runtime_reason.startswith(
+        f"artifact {info.artifact} was requested; {info.runtime} {info.artifact}: passed "
+        f"self-check (")
+    assert info.runtime_reason.endswith(f"chose {info.runtime} {info.artifact} (passed)")
 
 
 # -- status codes --------------------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""Prove a runtime candidate on this host before serving it, and remember the verdict.
+
+A candidate passes when, in a child process, it loads its artifact, embeds the bundle's stored
+parity probes and meets the artifact's bar against the stored oracle vectors; the same run
+times the probes, which is how auto-selection compares runtimes on a host nobody measured.
+A crash (any signal), a hang or a load error is a failed verdict naming it.
+
+Verdicts are cached per host fingerprint (CPU model and flags, library versions), artifact and
+probe checksums and runtime options, so a restart does not pay for the check again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from embedrpc.service import hostinfo
+from embedrpc.service.bundle import Bundle
+from embedrpc.service.manifest import BundleError, sha256_file
+from embedrpc.service.selection import Candidate, Verdict
+from embedrpc.service.validate import ORACLE_FILE, PROBES_FILE, failure_line, measure
+
+log = logging.getLogger("embedrpc.selfcheck")
+CACHE_VERSION = 1
+
+
+class VerdictCache:
+    """One JSON file per verdict under `directory`; an unwritable directory only costs speed."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    def get(self, key: str) -> Verdict | None:
+        if self.directory is None:
+            return None
+        try:
+            data = json.loads((self.directory / f"{key}.json").read_text())["verdict"]
+            return Verdict(Candidate(**data.pop("candidate")), cached=True, **data)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str, verdict: Verdict, context: dict) -> None:
+        if self.directory is None:
+            return
+        record = {"verdict": {"candidate": {"runtime": verdict.candidate.runtime,
+                                            "artifact": verdict.candidate.artifact},
+                              "passed": verdict.passed, "failure": verdict.failure,
+                              "min_cosine": verdict.min_cosine,
+                              "tokens_per_s": verdict.tokens_per_s},
+                  "context": context}
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle, staged = tempfile.mkstemp(dir=self.directory, suffix=".partial")
+            with os.fdopen(handle, "w") as out:
+                json.dump(record, out, indent=1)
+            os.replace(staged, self.directory / f"{key}.json")
+        except OSError as exc:
+            log.warning("cannot cache the self-check verdict in %s: %s", self.directory, exc)
+
+
+class SelfCheck:
+    """`check(candidate)` for selection.choose: cached verdict, else a child-process run."""
+
+    def __init__(self, bundle: Bundle, runtime_options: dict, cache: VerdictCache,
+                 timeout: float | None = None):
+        self.bundle, self.options, self.cache, self.timeout = bundle, runtime_options, cache, \
+            timeout
+
+    def __call__(self, candidate: Candidate) -> Verdict:
+        options = {**self.options, "providers": candidate.providers}
+        context = self._context(candidate, options)
+        key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()
+        cached = self.cache.get(key)
+        if cached is not None and cached.candidate == candidate:
+            log.info("self-check of %s: cached verdict (%s)", candidate, cached.describe())
+            return cached
+        verdict = self._run(candidate, options)
+        log.log(logging.INFO if verdict.passed else logging.WARNING, "self-check: %s",
+                verdict.describe())
+        self.cache.put(key, verdict, context)
+        return verdict
+
+    def _run(self, candidate: Candidate, options: dict) -> Verdict:
+        artifact = self.bundle.manifest.artifact(candidate.artifact)
+        try:
+            self.bundle.verify([artifact.name])
+        except BundleError as exc:
+            return Verdict(candidate, False, f"failed ({exc})")
+        if artifact.parity is None:
+            return Verdict(candidate, False, "failed (the manifest records no parity bar for it)")
+        bar = artifact.parity.bar
+        log.info("self-check of %s on %s: embedding the bundle's parity probes in a child "
+                 "process", candidate, hostinfo.cpu().model)
+        result = measure(self.bundle, artifact.name, bar, runtime_options=options,
+                         timeout=self.timeout)
+        if result.failure:
+            log.warning("%s", failure_line(self.bundle, result, "self-checking"))
+            return Verdict(candidate, False, result.failure)
+        if not result.passed:
+            return Verdict(candidate, False, f"min cosine {result.min_cosine:.5f} is below its "
+                                             f"bar {bar}", result.min_cosine,
+                           result.tokens_per_s)
+        return Verdict(candidate, True, "", result.min_cosine, result.tokens_per_s)
+
+    def _context(self, candidate: Candidate, options: dict) -> dict:
+        manifest = self.bundle.manifest
+        return {"version": CACHE_VERSION, "host": hostinfo.fingerprint(),
+                "runtime": candidate.runtime, "artifact": candidate.artifact,
+                "artifact_sha256": [f.sha256 for f in manifest.artifact(candidate.artifact).files],
+                "parity_sha256": [sha256_file(self.bundle.root / name)
+                                  for name in (PROBES_FILE, ORACLE_FILE)],
+                "options": options}
