@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -27,6 +28,18 @@ LLAMA_MAX_SEQ = 256  # llama.cpp's compile-time limit on sequences per context
 _GGML_LOG_LEVEL_ERROR = 4
 _log_callback = None  # kept referenced: llama.cpp calls it from C
 _backends_loaded = False
+
+
+def uses_extra_buffers() -> bool:
+    """Whether weights may go to ggml's extra CPU buffer types (AMX tiles, repacked layouts).
+
+    Not on x86-64. ggml's AMX matmul segfaults on Xeons with AMX (upstream llama.cpp#20824;
+    seen in `llama_decode` on Q8_0 at every shape), and on the Intel Xeon measured without AMX
+    the repacked layouts gained nothing for Q8_0 and cost Q4_K_M 16% (benchmarks/results/
+    llamacpp-buffers-*.md), so every x86 host runs the one tested path: plain CPU buffers.
+    Other architectures keep ggml's default, where its repacked Arm kernels are the point.
+    """
+    return platform.machine().lower() not in ("x86_64", "amd64")
 
 
 def _load_dynamic_backends(llama_cpp) -> None:
@@ -86,6 +99,7 @@ class LlamaCppRuntime(Runtime):
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0
+        model_params.use_extra_bufts = uses_extra_buffers()
         self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self._model:
             raise RuntimeFailure(f"llama.cpp cannot load {model_path}")
