@@ -10,14 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.engines import Result
+from embedrpc.service import hostinfo
 
 TORCH_BASELINE = "sentence-transformers torch fp32"
 
 
 def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
-    flags = set((re.search(r"flags\s*:\s*(.+)", cpuinfo) or [None, ""])[1].split())
+    cpu = hostinfo.cpu()
     memory = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()) \
         if Path("/proc/meminfo").exists() else None
     versions = {}
@@ -26,12 +25,17 @@ def machine() -> dict:
             versions[package] = __import__(package).__version__
         except Exception:  # a peer that is not installed
             versions[package] = "not installed"
-    return {"cpu": model.group(1).strip() if model else platform.processor(),
-            "cores": os.cpu_count(), "memory_gb": round(int(memory.group(1)) / 1e6, 1)
-            if memory else None,
-            "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-                    if f in flags],
-            "python": platform.python_version(), "versions": versions}
+    return {"cpu": f"{cpu.model}, {cpu.family_model}" if cpu.family_model else cpu.model,
+            "cores": os.cpu_count(),
+            "memory_gb": round(int(memory.group(1)) / 1e6, 1) if memory else None,
+            "isa": cpu.simd_flags,
+            "amx": cpu.has_amx, "python": platform.python_version(), "versions": versions}
+
+
+def host_slug(cpu_model: str) -> str:
+    """A file-name tag for a CPU kind: 'amd-epyc', 'intel-xeon', ..."""
+    words = re.findall(r"[a-z0-9]+", cpu_model.lower().replace("(r)", "").replace("(tm)", ""))
+    return "-".join(words[:2]) or "unknown-cpu"
 
 
 def ceiling_for(result: Result, limits: dict) -> float | None:
@@ -90,7 +94,9 @@ def markdown(table: list[dict], limits: dict, host: dict, settings: dict,
         f"short queries, one at a time, after the throughput run.",
         "",
         f"**Machine**: {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB; "
-        f"ISA: {', '.join(host['isa']) or 'baseline'}; Python {host['python']}; "
+        f"ISA: {', '.join(host['isa']) or 'baseline'}; "
+        f"AMX {'present' if host.get('amx') else 'absent'}; "
+        f"Python {host['python']}; "
         + ", ".join(f"{k} {v}" for k, v in host["versions"].items()) + ".",
     ]
     if unavailable:
