@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TASKS = ("retrieval", "text-matching", "clustering", "classification")
-SUPPORTED_MODEL_TYPES = ("qwen3",)
+SUPPORTED_MODEL_TYPES = ("qwen3", "jina_embeddings_v5")
+# The base repo's own configuration class subclasses Qwen3Config without changing it; these keys
+# only point at its Python code, which the export never runs (no trust_remote_code).
+REMOTE_CODE_KEYS = ("auto_map", "model_type", "architectures", "task_names")
+QWEN3_REQUIRED_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers",
+                       "num_attention_heads", "num_key_value_heads", "vocab_size",
+                       "max_position_embeddings", "rms_norm_eps")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "adapters/*/*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -34,6 +40,19 @@ class Checkpoint:
     @property
     def model_type(self) -> str:
         return str(self.config.get("model_type", ""))
+
+    @property
+    def declared_tasks(self) -> tuple[str, ...]:
+        """The config's `task_names` (the base repo lists its four), empty when not declared."""
+        return tuple(self.config.get("task_names") or ())
+
+    def qwen3_config(self):
+        """The backbone's Qwen3Config, built from the JSON as loaders that never import the
+        repo's code do: everything but the keys naming that code."""
+        from transformers import Qwen3Config
+
+        return Qwen3Config(**{key: value for key, value in self.config.items()
+                              if key not in REMOTE_CODE_KEYS})
 
     def content_sha256(self) -> str:
         """One hash over every config, tokenizer, weight and adapter file (name and bytes)."""
@@ -88,11 +107,15 @@ def _checkpoint(path: Path, model: str, revision: str | None) -> Checkpoint:
     tasks = tuple(sorted(d.name for d in adapters.iterdir()
                          if (d / "adapter_config.json").is_file())) if adapters.is_dir() else ()
     checkpoint = Checkpoint(path, model, revision, config, tasks)
+    architectures = ", ".join(config.get("architectures") or []) or "unknown"
     if checkpoint.model_type not in SUPPORTED_MODEL_TYPES:
-        architectures = ", ".join(config.get("architectures") or []) or "unknown"
         raise ExportError(f"{model}: model_type {checkpoint.model_type or 'missing'!r} "
                           f"({architectures}) is not supported; supported: "
                           f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    missing = [key for key in QWEN3_REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ExportError(f"{model}: model_type {checkpoint.model_type!r} ({architectures}) is "
+                          f"not a Qwen3 shape: config.json lacks {', '.join(missing)}")
     return checkpoint
 
 
@@ -100,6 +123,10 @@ def choose_task(checkpoint: Checkpoint, task: str | None) -> str | None:
     """The adapter to merge (or the task a merged checkpoint was made for), checked."""
     if task is not None and task not in TASKS:
         raise ExportError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    declared = checkpoint.declared_tasks
+    if task is not None and declared and task not in declared:
+        raise ExportError(f"{checkpoint.model} declares tasks {', '.join(declared)} "
+                          f"(config.json task_names), not {task!r}")
     if checkpoint.tasks_available:
         if task is None:
             raise ExportError(f"{checkpoint.model} is a base model with task adapters "
@@ -122,19 +149,30 @@ def _merged_task_from_name(model: str) -> str | None:
 
 
 def load_model(checkpoint: Checkpoint, task: str | None):
-    """The Qwen3 backbone in float32, eager attention, with the task's adapter merged."""
+    """The Qwen3 backbone in float32, eager attention, with the task's adapter merged.
+
+    Built as a plain Qwen3Model from the config's JSON, whatever model_type it declares; a
+    weight the backbone expects but the checkpoint lacks is an error, never a random init.
+    """
     import torch
-    from transformers import AutoModel
+    from transformers import Qwen3Model
 
-    model = AutoModel.from_pretrained(checkpoint.path, dtype=torch.float32,
-                                      attn_implementation="eager")
+    model, loading = Qwen3Model.from_pretrained(
+        checkpoint.path, config=checkpoint.qwen3_config(), dtype=torch.float32,
+        attn_implementation="eager", output_loading_info=True)
+    unexpected = [k for k in loading.get("unexpected_keys", []) if not k.startswith("lm_head.")]
+    problems = [f"{label}: {', '.join(sorted(keys)[:3])}{' ...' if len(keys) > 3 else ''}"
+                for label, keys in (("missing", loading.get("missing_keys", [])),
+                                    ("unexpected", unexpected),
+                                    ("mismatched", [str(m[0]) if isinstance(m, tuple) else str(m)
+                                                    for m in loading.get("mismatched_keys", [])]))
+                if keys]
+    if problems:
+        raise ExportError(f"{checkpoint.model}: weights do not fit a Qwen3 backbone of its "
+                          f"config ({'; '.join(problems)})")
     if task in checkpoint.tasks_available:
-        from peft import PeftModel
+        from embedrpc.export.adapters import merge_lora
 
-        adapter = checkpoint.path / "adapters" / task
-        try:
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        except Exception as exc:
-            raise ExportError(f"cannot merge adapter {adapter}: {exc}") from exc
+        model = merge_lora(model, checkpoint.path / "adapters" / task, task)
     model.config.use_cache = False
     return model.eval()

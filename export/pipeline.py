@@ -232,7 +232,7 @@ def _base_manifest(checkpoint: Checkpoint, task: str | None, config, root: Path)
         [d for d in (32, 64, 128, 256, 512, 768, 1024) if d < hidden] + [hidden]
     return Manifest(
         source=Source(checkpoint.model, checkpoint.revision, checkpoint.content_sha256(), task),
-        architecture=checkpoint.model_type, hidden_size=hidden,
+        architecture=config.model_type, hidden_size=hidden,
         matryoshka_dims=sorted(int(d) for d in dims if int(d) <= hidden),
         max_input_tokens=max_tokens,
         prompts=st_config.get("prompts") or dict(JINA_PROMPTS),
@@ -281,8 +281,10 @@ def _max_input_tokens(source: Path, config) -> int:
 
 def _oracle_checkpoint(checkpoint: Checkpoint, task: str | None, torch_model,
                        staging: Staging) -> Path:
-    """The directory sentence-transformers loads: the source, or the merged model if merged."""
-    if task not in checkpoint.tasks_available:
+    """The directory sentence-transformers loads: the source as it is, or the loaded backbone
+    saved as plain Qwen3 when an adapter was merged or the config names the repo's own code
+    (which sentence-transformers could only load by running it)."""
+    if task not in checkpoint.tasks_available and checkpoint.model_type == "qwen3":
         return checkpoint.path
     merged = staging.work_dir("merged")
     torch_model.save_pretrained(merged, safe_serialization=True)

@@ -18,6 +18,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from embedrpc.export.adapters import LORA_TARGETS
+from embedrpc.export.checkpoint import TASKS
 from embedrpc.service.config import cache_dir as default_cache_dir
 from embedrpc.service.manifest import sha256_file
 
@@ -40,10 +42,14 @@ SHAPES: dict[str, dict] = {
     "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128),
 }
-COMMON_CONFIG = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1_000_000.0,
+# jina-embeddings-v5-text-small's values (rope theta 3.5e6, not Qwen3-0.6B's 1e6).
+COMMON_CONFIG = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=3_500_000.0,
                      rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=ENDOFTEXT_ID,
                      eos_token_id=ENDOFTEXT_ID)
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LAYOUTS = ("merged", "base")
+JINA_BASE_REPO = "jinaai/jina-embeddings-v5-text-small"
+JINA_CODE_MODULES = ("configuration_jina_embeddings_v5", "modeling_jina_embeddings_v5")
+LORA_RANK = 32
 
 
 def fetch_qwen3_tokenizer(cache_dir: Path | None = None) -> Path:
@@ -160,18 +166,34 @@ def qwen3_config(shape: str, max_seq_length: int):
     return config
 
 
-def build_random_checkpoint(out: Path, shape: str = "tiny", appends_eos: bool = True,
-                            seed: int = 0, max_seq_length: int = 8192,
-                            adapters: tuple[str, ...] = (), lora_rank: int = 4,
-                            cache_dir: Path | None = None) -> Path:
-    """Write a random-weight Qwen3 checkpoint to `out` and return it.
+def jina_base_config(shape: str) -> dict:
+    """config.json as the base repo publishes it: its own model_type and classes (auto_map to
+    the repo's Python code), its task names, and an unchanged Qwen3Config's fields."""
+    return {"architectures": ["JinaEmbeddingsV5Model"],
+            "auto_map": {"AutoConfig": f"{JINA_CODE_MODULES[0]}.JinaEmbeddingsV5Config",
+                         "AutoModel": f"{JINA_CODE_MODULES[1]}.JinaEmbeddingsV5Model"},
+            "model_type": "jina_embeddings_v5", "task_names": list(TASKS),
+            "attention_bias": False, "attention_dropout": 0.0, "hidden_act": "silu",
+            "initializer_range": 0.02, "max_window_layers": SHAPES[shape]["num_hidden_layers"],
+            "rope_scaling": None, "sliding_window": None, "use_sliding_window": False,
+            "use_cache": True, "torch_dtype": "float32", **COMMON_CONFIG, **SHAPES[shape]}
 
-    With `adapters`, the weights are a base model and each task gets a random LoRA adapter
-    under `adapters/<task>/`, laid out like the jina-embeddings-v5 base repo.
+
+def build_random_checkpoint(out: Path, shape: str = "tiny", appends_eos: bool = True,
+                            seed: int = 0, max_seq_length: int = 8192, layout: str = "merged",
+                            cache_dir: Path | None = None) -> Path:
+    """Write a random-weight replica of a published jina-embeddings-v5 repo to `out`.
+
+    `layout="merged"`: the `-<task>` repos (one adapter merged into plain Qwen3 weights).
+    `layout="base"`: the base repo: its own `jina_embeddings_v5` config, the repo's Python
+    files (which nothing here may run: they raise if imported) and a random LoRA adapter per
+    task under `adapters/<task>/`, configured as published.
     """
     import torch
     from transformers import Qwen3Model
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -179,24 +201,36 @@ def build_random_checkpoint(out: Path, shape: str = "tiny", appends_eos: bool = 
     model.save_pretrained(out, safe_serialization=True)
     write_tokenizer_files(out, appends_eos, max_seq_length, cache_dir=cache_dir)
     write_sentence_transformers_config(out, max_seq_length, SHAPES[shape]["hidden_size"])
-    for index, task in enumerate(adapters):
-        _write_random_adapter(model, out / "adapters" / task, lora_rank, seed + 1 + index)
+    if layout == "base":
+        _write_json(out / "config.json", jina_base_config(shape))
+        for module in JINA_CODE_MODULES:
+            (out / f"{module}.py").write_text(
+                'raise RuntimeError("the repository\'s own code must never run in embedrpc")\n')
+        for index, task in enumerate(TASKS):
+            _write_random_adapter(model, out / "adapters" / task, seed + 1 + index)
     return out
 
 
-def _write_random_adapter(model, adapter_dir: Path, rank: int, seed: int) -> None:
+def _write_random_adapter(model, adapter_dir: Path, seed: int) -> None:
+    """A LoRA adapter configured as the base repo's are, with random weights."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
-                        init_lora_weights=False, lora_dropout=0.0)
+    config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=list(LORA_TARGETS),
+                        lora_dropout=0.1, task_type="FEATURE_EXTRACTION",
+                        init_lora_weights=False)
     peft_model = get_peft_model(copy.deepcopy(model), config)
-    with torch.no_grad():  # A visible, but not overwhelming, change to every target weight.
+    # A visible, but not overwhelming, change to every target weight, whatever the rank.
+    scale = 0.5 * (4 / LORA_RANK) ** 0.25
+    with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
-                param.mul_(0.5)
+                param.mul_(scale)
     peft_model.save_pretrained(adapter_dir)
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = JINA_BASE_REPO
+    _write_json(adapter_dir / "adapter_config.json", adapter_config)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,11 +241,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="tokenizer appends <|endoftext|> (Qwen3-Embedding style)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seq-length", type=int, default=8192)
-    parser.add_argument("--adapter", action="append", default=[],
-                        help="write a random LoRA adapter for this task (repeatable)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="merged",
+                        help="merged: a jina-embeddings-v5-text-small-<task> repo; base: the "
+                             "base repo with its config and four LoRA adapters")
     args = parser.parse_args(argv)
     path = build_random_checkpoint(args.out, args.shape, args.eos, args.seed,
-                                   args.max_seq_length, tuple(args.adapter))
+                                   args.max_seq_length, args.layout)
     print(path)
 
 

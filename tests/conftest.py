@@ -24,20 +24,22 @@ PERSISTENT_CACHE = default_cache_dir()
 os.environ["EMBEDRPC_CACHE"] = tempfile.mkdtemp(prefix="embedrpc-test-cache-")
 
 MAX_SEQ_LENGTH = 128  # the tiny fixtures' max input tokens: long probes get truncated
-CHECKPOINT_LAYOUT_VERSION = 1
+CHECKPOINT_LAYOUT_VERSION = 2  # 2: the published layouts, rope theta 3.5e6
 CRASH_INJECTION = Path(__file__).parent / "crash_injection"
 
 
-def cached_checkpoint(shape: str, appends_eos: bool, adapters: tuple[str, ...] = (),
-                      seed: int = 0, max_seq_length: int = MAX_SEQ_LENGTH) -> Path:
+def cached_checkpoint(shape: str, appends_eos: bool, layout: str = "merged", seed: int = 0,
+                      max_seq_length: int = MAX_SEQ_LENGTH) -> Path:
+    """A replica of a published repo (random weights): `merged` (the `-<task>` repos) or
+    `base` (the base repo: its own config and four LoRA adapters)."""
     key = (f"{shape}-{'eos' if appends_eos else 'noeos'}-s{seed}-m{max_seq_length}-"
-           f"{'+'.join(adapters) or 'merged'}-v{CHECKPOINT_LAYOUT_VERSION}")
+           f"{layout}-v{CHECKPOINT_LAYOUT_VERSION}")
     target = PERSISTENT_CACHE / "test-checkpoints" / key
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    build_random_checkpoint(staging, shape, appends_eos, seed, max_seq_length, adapters,
+    build_random_checkpoint(staging, shape, appends_eos, seed, max_seq_length, layout,
                             cache_dir=PERSISTENT_CACHE)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -64,8 +66,8 @@ def tiny_checkpoint(qwen3_tokenizer_json, appends_eos) -> Path:
 
 @pytest.fixture(scope="session")
 def adapter_checkpoint(qwen3_tokenizer_json) -> Path:
-    """A base model with retrieval and classification adapters (jina v5 base repo layout)."""
-    return cached_checkpoint("tiny", True, adapters=("classification", "retrieval"))
+    """A replica of the base repo: jina_embeddings_v5 config, four task adapters."""
+    return cached_checkpoint("tiny", True, layout="base")
 
 
 _BUNDLES: dict[tuple, Path] = {}

@@ -99,27 +99,43 @@ def test_manifest_checksums_match_files(tiny_bundle, tmp_path):
     verify_bundle(copy, manifest, artifacts=["onnx-fp32"])  # the others are intact
 
 
-def test_adapter_merge_matches_peft(adapter_checkpoint, tmp_path_factory, tmp_path):
-    """Merging the retrieval adapter gives peft's merged model, not the base nor another task."""
+def plain_qwen3_dir(checkpoint, target, adapter: str | None = None):
+    """What a loader that never runs the repo's code makes of it: a plain Qwen3Model from the
+    config's JSON (remote-code keys dropped), the adapter merged by peft, saved with the
+    tokenizer and sentence-transformers files: the independent oracle's directory."""
     from peft import PeftModel
-    from transformers import AutoModel
+    from transformers import Qwen3Config, Qwen3Model
 
-    bundle = exported_bundle(tmp_path_factory, adapter_checkpoint, task="retrieval",
-                             formats="onnx-fp32")
-    assert load_manifest(bundle).source.task == "retrieval"
-    merged_dir = tmp_path / "peft-merged"
-    base = AutoModel.from_pretrained(adapter_checkpoint)
-    PeftModel.from_pretrained(base, adapter_checkpoint / "adapters" / "retrieval") \
-        .merge_and_unload().save_pretrained(merged_dir)
+    config = json.loads((checkpoint / "config.json").read_text())
+    for key in ("auto_map", "model_type", "architectures", "task_names"):
+        config.pop(key, None)
+    model = Qwen3Model.from_pretrained(checkpoint, config=Qwen3Config(**config))
+    if adapter:
+        model = PeftModel.from_pretrained(model, checkpoint / "adapters" / adapter) \
+            .merge_and_unload()
+    model.save_pretrained(target)
     for name in ("tokenizer.json", "tokenizer_config.json", "modules.json",
                  "config_sentence_transformers.json", "sentence_bert_config.json"):
-        shutil.copy2(adapter_checkpoint / name, merged_dir / name)
-    shutil.copytree(adapter_checkpoint / "1_Pooling", merged_dir / "1_Pooling")
-    expected = st_oracle(merged_dir).encode(FRESH_TEXTS, prompt_name="query")
+        shutil.copy2(checkpoint / name, target / name)
+    shutil.copytree(checkpoint / "1_Pooling", target / "1_Pooling")
+    return target
+
+
+def test_adapter_merge_matches_peft(adapter_checkpoint, tmp_path_factory, tmp_path):
+    """Merging the text-matching adapter of a base-repo replica gives peft's merged model, not
+    the base nor another task."""
+    bundle = exported_bundle(tmp_path_factory, adapter_checkpoint, task="text-matching",
+                             formats="onnx-fp32")
+    assert load_manifest(bundle).source.task == "text-matching"
+    expected = st_oracle(plain_qwen3_dir(adapter_checkpoint, tmp_path / "merged",
+                                         "text-matching")).encode(FRESH_TEXTS,
+                                                                  prompt_name="query")
     got = served_vectors(bundle, "onnx-fp32", FRESH_TEXTS, "query")
     assert min_cosine(got, expected) >= 0.99999
-    unmerged = st_oracle(adapter_checkpoint).encode(FRESH_TEXTS, prompt_name="query")
-    assert min_cosine(got, unmerged) < 0.999  # the adapter really changed the model
+    for other in (None, "retrieval"):  # the base model, and another task's adapter
+        vectors = st_oracle(plain_qwen3_dir(adapter_checkpoint, tmp_path / f"{other}",
+                                            other)).encode(FRESH_TEXTS, prompt_name="query")
+        assert min_cosine(got, vectors) < 0.999
 
 
 def test_parity_report_written(tiny_bundle):

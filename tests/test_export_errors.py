@@ -75,15 +75,85 @@ def test_unknown_format(capsys, tmp_path, tiny_checkpoint):
 def test_base_repo_needs_a_task(capsys, tmp_path, adapter_checkpoint):
     code, err = run_export(capsys, adapter_checkpoint, "--out", tmp_path / "out")
     assert code == 2
-    assert "task adapters (classification, retrieval); choose one with --task" in \
-        only_error_line(err)
+    assert ("task adapters (classification, clustering, retrieval, text-matching); choose one "
+            "with --task") in only_error_line(err)
 
 
 def test_task_without_adapter(capsys, tmp_path, adapter_checkpoint):
-    code, err = run_export(capsys, adapter_checkpoint, "--out", tmp_path / "out",
-                           "--task", "clustering")
+    base = tmp_path / "base"
+    shutil.copytree(adapter_checkpoint, base)
+    shutil.rmtree(base / "adapters" / "clustering")
+    code, err = run_export(capsys, base, "--out", tmp_path / "out", "--task", "clustering")
     assert code == 2
-    assert "has no adapter for task 'clustering'" in only_error_line(err)
+    assert "has no adapter for task 'clustering'; it has classification, retrieval, " \
+        "text-matching" in only_error_line(err)
+
+
+def test_task_the_config_does_not_declare(capsys, tmp_path, adapter_checkpoint):
+    base = tmp_path / "base"
+    shutil.copytree(adapter_checkpoint, base)
+    config = json.loads((base / "config.json").read_text())
+    config["task_names"] = ["retrieval", "text-matching"]
+    (base / "config.json").write_text(json.dumps(config))
+    code, err = run_export(capsys, base, "--out", tmp_path / "out", "--task", "clustering")
+    assert code == 2
+    assert "declares tasks retrieval, text-matching (config.json task_names), not 'clustering'" \
+        in only_error_line(err)
+
+
+def test_jina_config_that_is_not_a_qwen3_shape(capsys, tmp_path):
+    checkpoint = tmp_path / "odd"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(
+        {"model_type": "jina_embeddings_v5", "architectures": ["JinaEmbeddingsV5Model"],
+         "hidden_size": 64, "num_hidden_layers": 2}))
+    code, err = run_export(capsys, checkpoint, "--out", tmp_path / "out")
+    assert code == 2
+    assert ("model_type 'jina_embeddings_v5' (JinaEmbeddingsV5Model) is not a Qwen3 shape: "
+            "config.json lacks intermediate_size, num_attention_heads") in only_error_line(err)
+
+
+def _base_with_edited_adapter(source, target, edit) -> None:
+    shutil.copytree(source, target)
+    edit(target / "adapters" / "text-matching")
+
+
+def test_misnamed_adapter_key_fails_the_merge(capsys, tmp_path, adapter_checkpoint):
+    """A silent partial merge would give base-model vectors labelled as the task."""
+    from safetensors.torch import load_file, save_file
+
+    def misname(adapter):
+        tensors = load_file(adapter / "adapter_model.safetensors")
+        key = "base_model.model.layers.0.self_attn.q_proj.lora_A.weight"
+        tensors[key.replace("q_proj", "q_prj")] = tensors.pop(key)
+        save_file(tensors, adapter / "adapter_model.safetensors")
+
+    _base_with_edited_adapter(adapter_checkpoint, tmp_path / "base", misname)
+    code, err = run_export(capsys, tmp_path / "base", "--out", tmp_path / "out", "--task",
+                           "text-matching")
+    assert code == 2
+    assert only_error_line(err) == (
+        "embedrpc: error: adapter text-matching does not fit the backbone: 1 stored tensors "
+        "land on no module (base_model.model.layers.0.self_attn.q_prj.lora_A.weight); 1 LoRA "
+        "weights have no stored tensor (base_model.model.layers.0.self_attn.q_proj.lora_A."
+        "weight); not merged")
+    assert_nothing_written(tmp_path)
+
+
+def test_adapter_options_a_plain_merge_cannot_honour(capsys, tmp_path, adapter_checkpoint):
+    def dora(adapter):
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        config.update(use_dora=True, modules_to_save=["norm"])
+        (adapter / "adapter_config.json").write_text(json.dumps(config))
+
+    _base_with_edited_adapter(adapter_checkpoint, tmp_path / "base", dora)
+    code, err = run_export(capsys, tmp_path / "base", "--out", tmp_path / "out", "--task",
+                           "text-matching")
+    assert code == 2
+    line = only_error_line(err)
+    assert line.startswith("embedrpc: error: adapter text-matching (") and line.endswith(
+        "adapter_config.json): use_dora is set; modules_to_save is set; only plain LoRA is "
+        "merged")
 
 
 def test_task_on_merged_checkpoint(capsys, tmp_path, tiny_checkpoint):
