@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             args.infinity if args.infinity and Path(args.infinity).exists() else None)
         if infinity:
             print("[bench] peer: Infinity", file=sys.stderr)
-            reference = bundle.open_runtime("onnx-fp32").embed(sequences[:4], 4096)
+            reference = bundle.open_runtime("onnx-fp32").embed(sequences[:4])
             results.append(engines.infinity(infinity, checkpoint, prompted, queries, tokens,
                                             args.clients, reference))
         else:

@@ -77,13 +77,13 @@ def latencies(send, queries: list) -> dict:
 def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[int]],
         threads: int, max_batch_tokens: int) -> Result:
     """The runtime called directly, batched by the same token budget as the server."""
-    runtime = bundle.open_runtime(artifact, threads=threads,
-                                  max_batch_tokens=max(max_batch_tokens,
-                                                       max(map(len, sequences))))
+    runtime = bundle.open_runtime(artifact, bundle.runtime_options(
+        threads=threads, max_batch_tokens=max_batch_tokens,
+        max_input_tokens=max(map(len, sequences))))
     try:
-        runtime.embed(sequences[:2], max_batch_tokens)  # warm-up
+        runtime.embed(sequences[:2])  # warm-up
         started = time.perf_counter()
-        runtime.embed(sequences, max_batch_tokens)
+        runtime.embed(sequences)
         elapsed = time.perf_counter() - started
         latency = latencies(lambda query: runtime.embed_batch([query]), queries)
     finally:
@@ -113,12 +113,11 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     (queries with the query task, documents with the document task)."""
     import grpc
 
-    from embedrpc.v1 import embedding_pb2 as pb
-    from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
-
     from embedrpc.service.bundle import Bundle
     from embedrpc.service.config import ServerConfig
     from embedrpc.service.server import choose_runtime, serving_limits
+    from embedrpc.v1 import embedding_pb2 as pb
+    from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
     port = _free_port()
     command = [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir),

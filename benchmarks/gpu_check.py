@@ -14,8 +14,6 @@ from pathlib import Path
 from benchmarks import engines
 from benchmarks.workload import make_workload
 
-CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,9 +25,9 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from embedrpc.export.pipeline import export_bundle
-    from embedrpc.export.random_checkpoint import build_random_checkpoint
     from embedrpc.service.bundle import Bundle
     from embedrpc.service.validate import compare, measure, probe_token_ids
+    from fixtures.random_checkpoint import build_random_checkpoint
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         print("onnxruntime has no CUDA provider: is onnxruntime-gpu installed?", file=sys.stderr)
@@ -44,16 +42,16 @@ def main(argv=None) -> int:
     report = {"providers": ort.get_available_providers(), "parity": {}, "throughput": {}}
 
     sequences = probe_token_ids(bundle)
-    cpu = bundle.open_runtime("onnx-fp32").embed(sequences, 4096)
+    cpu = bundle.open_runtime("onnx-fp32").embed(sequences)
     for artifact in ("onnx-fp16", "onnx-fp32"):
         spec = bundle.manifest.artifact(artifact)
-        versus_oracle = measure(bundle, artifact, spec.parity.bar,
-                                runtime_options={"providers": CUDA})
-        runtime = bundle.open_runtime(artifact, providers=CUDA)
+        versus_oracle = measure(bundle, artifact, spec.parity.bar, kind="onnx-cuda")
+        runtime = bundle.open_runtime(artifact, kind="onnx-cuda")
         assert runtime.name == "onnx-cuda", f"{artifact} did not land on CUDA"
-        versus_cpu = compare(runtime.embed(sequences, 4096), cpu)
+        versus_cpu = compare(runtime.embed(sequences), cpu)
         report["parity"][artifact] = {
-            "min_cosine_vs_oracle": versus_oracle.min_cosine, "bar": spec.parity.bar,
+            "min_cosine_vs_oracle": versus_oracle.parity and versus_oracle.parity.min_cosine,
+            "failure": versus_oracle.failure, "bar": spec.parity.bar,
             "passed": versus_oracle.passed, "min_cosine_vs_cpu_fp32": versus_cpu[0],
             "max_abs_diff_vs_cpu_fp32": versus_cpu[2]}
 
@@ -64,10 +62,11 @@ def main(argv=None) -> int:
            for t in texts]
     tokens = sum(map(len, ids))
     queries = [t.text for t in make_workload(tokenizer.count_tokens, 50, 0, 0, 7)]
-    runtime = bundle.open_runtime("onnx-fp16", providers=CUDA)
-    runtime.embed(ids[:64], args.max_batch_tokens)
+    runtime = bundle.open_runtime("onnx-fp16", bundle.runtime_options(
+        max_batch_tokens=args.max_batch_tokens), kind="onnx-cuda")
+    runtime.embed(ids[:64])
     started = time.perf_counter()
-    runtime.embed(ids, args.max_batch_tokens)
+    runtime.embed(ids)
     raw_seconds = time.perf_counter() - started
     report["throughput"]["raw"] = {"tokens": tokens, "tokens_per_s": tokens / raw_seconds}
     served = engines.served(bundle_dir, "onnx-cuda", "onnx-fp16", texts, queries, tokens, 0,

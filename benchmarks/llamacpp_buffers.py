@@ -22,7 +22,7 @@ from benchmarks import assets, report
 from benchmarks.workload import make_workload
 from embedrpc.service import hostinfo
 from embedrpc.service.isolation import ChildFailed, run_isolated
-from embedrpc.service.runtimes import llamacpp_runtime
+from embedrpc.service.runtimes import RuntimeOptions, llamacpp_runtime
 
 PRECISIONS = ("q8_0", "q4_k_m")
 
@@ -49,11 +49,11 @@ def measure(payload: dict) -> dict:
     sequences, budget = payload["sequences"], payload["max_batch_tokens"]
     runtime = llamacpp_runtime.LlamaCppRuntime(
         Path(payload["path"]), artifact=Path(payload["path"]).stem, precision="",
-        threads=payload["threads"], max_batch_tokens=budget)
+        options=RuntimeOptions(threads=payload["threads"], max_batch_tokens=budget))
     try:
-        runtime.embed(sequences[:2], budget)
+        runtime.embed(sequences[:2])
         started = time.perf_counter()
-        runtime.embed(sequences, budget)
+        runtime.embed(sequences)
         return {"seconds": time.perf_counter() - started}
     finally:
         runtime.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedrpc.service import layout
 from embedrpc.service.manifest import Artifact, BundleError, Manifest, load_manifest, verify_bundle
-from embedrpc.service.runtimes.base import Runtime
+from embedrpc.service.runtimes import DEFAULT_KIND, KINDS, Runtime, RuntimeOptions
 from embedrpc.service.tokenization import BundleTokenizer
 
 
@@ -18,30 +19,27 @@ class Bundle:
         verify_bundle(self.root, self.manifest, artifacts)
 
     def tokenizer(self, max_input_tokens: int | None = None) -> BundleTokenizer:
-        return BundleTokenizer.from_file(self.root / "tokenizer.json",
-                                         max_input_tokens or self.manifest.max_input_tokens)
+        path = self.root / layout.TOKENIZER
+        try:
+            return BundleTokenizer.from_file(path, max_input_tokens
+                                             or self.manifest.max_input_tokens)
+        except Exception as exc:  # the tokenizers library raises plain Exceptions
+            raise BundleError(f"{path}: not a usable tokenizer: {exc}") from exc
 
-    def open_runtime(self, artifact_name: str, *, threads: int = 0, padding_side: str = "right",
-                     providers: list[str] | None = None, max_batch_tokens: int = 4096,
-                     kv_type: str = "f32", batch_invariant: bool = False) -> Runtime:
-        """A runtime over the artifact; `max_batch_tokens` sizes llama.cpp's context."""
+    def runtime_options(self, **settings) -> RuntimeOptions:
+        """Runtime options for this bundle: padding on the side its manifest names."""
+        return RuntimeOptions(**{"padding_side": self.manifest.tokenizer.padding_side,
+                                 **settings})
+
+    def open_runtime(self, artifact_name: str, options: RuntimeOptions | None = None,
+                     kind: str | None = None) -> Runtime:
+        """A runtime of `kind` (default: the CPU one for the artifact's format) over it."""
         artifact = self.manifest.artifact(artifact_name)
-        if artifact.format == "onnx":
-            from embedrpc.service.runtimes.onnx_runtime import OnnxRuntime
-
-            return OnnxRuntime(self.path_of(artifact), artifact=artifact.name,
-                               precision=artifact.precision,
-                               pad_token_id=self.manifest.tokenizer.pad_token_id,
-                               providers=providers, threads=threads, padding_side=padding_side)
-        if artifact.format == "gguf":
-            from embedrpc.service.runtimes.llamacpp_runtime import LlamaCppRuntime
-
-            return LlamaCppRuntime(self.path_of(artifact), artifact=artifact.name,
-                                   precision=artifact.precision, threads=threads,
-                                   max_batch_tokens=max_batch_tokens, kv_type=kv_type,
-                                   batch_invariant=batch_invariant)
-        raise BundleError(f"artifact {artifact.name!r} has format {artifact.format!r}, "
-                          f"which this embedrpc cannot run")
+        kind = kind or DEFAULT_KIND.get(artifact.format)
+        if kind not in KINDS or artifact.name not in KINDS[kind].artifacts:
+            raise BundleError(f"artifact {artifact.name!r} ({artifact.format}) cannot run on "
+                              f"runtime {kind or 'any'}")
+        return KINDS[kind].open(self, artifact, options or self.runtime_options())
 
     def path_of(self, artifact: Artifact) -> Path:
         return self.root / artifact.path

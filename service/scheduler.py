@@ -1,10 +1,9 @@
 """The batching queue between gRPC requests and one runtime.
 
-Inputs of concurrent requests wait in one bounded queue; a single loop forms batches under a
-token budget (padded cost for ONNX, packed for llama.cpp), starting from the oldest input and
-adding the inputs closest to it in length while the padding stays within the runtime's bound,
-runs each batch off the event loop, and hands every vector back to its request. A request that is cancelled or whose deadline expires leaves the
-queue at once.
+Inputs of concurrent requests wait in one bounded queue; a single loop forms batches by the
+runtime's batch policy (service/batching.py: the oldest input first, then those closest to it in
+length), runs each batch off the event loop, and hands every vector back to its request. A
+request that is cancelled or whose deadline expires leaves the queue at once.
 """
 
 from __future__ import annotations
@@ -17,23 +16,12 @@ from typing import Callable
 
 import numpy as np
 
-from embedrpc.service.batching import batch_fits
+from embedrpc.service.batching import take_batch
+from embedrpc.service.errors import ErrorKind, RequestError
 from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes.base import Runtime
+from embedrpc.service.runtimes import Runtime
 
 FAILURES_BEFORE_NOT_SERVING = 3
-
-
-class QueueFull(Exception):
-    """The queue cannot take the request's inputs now."""
-
-
-class ShuttingDown(Exception):
-    """The server no longer accepts work."""
-
-
-class InferenceFailed(Exception):
-    """The runtime failed on a batch holding the request's inputs."""
 
 
 @dataclass(eq=False)
@@ -52,10 +40,11 @@ class _Item:
 
 
 class Scheduler:
-    def __init__(self, runtime: Runtime, *, max_batch_tokens: int, max_queue: int,
-                 metrics: Metrics, on_health: Callable[[bool], None] | None = None):
+    def __init__(self, runtime: Runtime, *, max_queue: int, metrics: Metrics,
+                 on_health: Callable[[bool], None] | None = None):
+        """Batches follow `runtime.policy`; `max_queue` inputs may wait across requests."""
         self.runtime, self.metrics, self.on_health = runtime, metrics, on_health
-        self.max_batch_tokens, self.max_queue = max_batch_tokens, max_queue
+        self.max_queue = max_queue
         self._pending: list[_Item] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedrpc-inference")
@@ -73,10 +62,11 @@ class Scheduler:
     async def embed(self, sequences: list[list[int]]) -> np.ndarray:
         """Vectors for `sequences`, in order, once every one has been through a batch."""
         if self._closing:
-            raise ShuttingDown("the server is shutting down")
+            raise RequestError(ErrorKind.UNAVAILABLE, "the server is shutting down")
         if len(self._pending) + len(sequences) > self.max_queue:
-            raise QueueFull(f"the queue holds {len(self._pending)} of {self.max_queue} inputs; "
-                            f"retry later")
+            raise RequestError(ErrorKind.RESOURCE_EXHAUSTED,
+                               f"the queue holds {len(self._pending)} of {self.max_queue} "
+                               f"inputs; retry later")
         job = _Job(asyncio.get_running_loop().create_future(), [None] * len(sequences),
                    len(sequences))
         now = time.monotonic()
@@ -105,24 +95,9 @@ class Scheduler:
         self._queue_changed()
 
     def _take_batch(self) -> list[_Item]:
-        anchor = len(self._pending[0].ids)  # the oldest input always goes first
-        order = sorted(range(len(self._pending)),
-                       key=lambda i: (abs(len(self._pending[i].ids) - anchor), i))
-        chosen: list[int] = []
-        longest = total = 0
-        runtime = self.runtime
-        for index in order:
-            length = len(self._pending[index].ids)
-            if chosen and not batch_fits(
-                    len(chosen) + 1, max(longest, length), total + length,
-                    max_batch_tokens=self.max_batch_tokens, padded=runtime.pads_batches,
-                    max_sequences=runtime.max_sequences,
-                    max_padding_ratio=runtime.max_padding_ratio):
-                continue
-            chosen.append(index)
-            longest, total = max(longest, length), total + length
+        chosen = take_batch([len(item.ids) for item in self._pending], self.runtime.policy)
         taken = set(chosen)
-        batch = [self._pending[i] for i in sorted(chosen)]
+        batch = [self._pending[i] for i in chosen]
         self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
         self._queue_changed()
         return batch
@@ -145,7 +120,7 @@ class Scheduler:
                 self._fail(batch, exc)
                 continue
             self._record(batch, started)
-            for item, vector in zip(batch, vectors):
+            for item, vector in zip(batch, vectors, strict=True):
                 job = item.job
                 if job.future.done():  # cancelled or failed meanwhile
                     continue
@@ -175,7 +150,9 @@ class Scheduler:
         self._failures += 1
         for job in {item.job for item in batch}:
             if not job.future.done():
-                job.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+                job.future.set_exception(RequestError(ErrorKind.INTERNAL,
+                                                      f"inference failed: {exc}"))
             self._drop(job)
-        if self._failures >= FAILURES_BEFORE_NOT_SERVING and self.on_health:
+        if self.on_health and (self._failures >= FAILURES_BEFORE_NOT_SERVING
+                               or not self.runtime.health().serving):
             self.on_health(False)

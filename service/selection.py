@@ -13,23 +13,19 @@ the one the self-check measured fastest on this host. `--runtime` narrows to one
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
 from typing import Callable
 
+from embedrpc.service.errors import EmbedrpcError
 from embedrpc.service.manifest import Manifest
+from embedrpc.service.runtimes import KINDS
 
-RUNTIMES = ("auto", "onnx-cuda", "onnx-cpu", "llamacpp")
-# Preferred artifacts per runtime, best first.
-PREFERENCE = {
-    "onnx-cuda": ["onnx-fp16", "onnx-fp32"],
-    "llamacpp": ["gguf-q8_0", "gguf-f16", "gguf-bf16", "gguf-q4_k_m"],
-    "onnx-cpu": ["onnx-int8", "onnx-fp32", "onnx-fp16"],
-}
+RUNTIMES = ("auto", *KINDS)
+CPU_KINDS = ("onnx-cpu", "llamacpp")  # compared by the self-check's timing
+GPU_KINDS = ("onnx-cuda",)  # preferred to any CPU kind that passes
 
 
-class SelectionError(ValueError):
+class SelectionError(EmbedrpcError):
     """The requested runtime or artifact cannot serve this bundle on this host."""
 
 
@@ -37,11 +33,6 @@ class SelectionError(ValueError):
 class Candidate:
     runtime: str
     artifact: str
-
-    @property
-    def providers(self) -> list[str]:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if self.runtime == "onnx-cuda" \
-            else ["CPUExecutionProvider"]
 
     def __str__(self) -> str:
         return f"{self.runtime} {self.artifact}"
@@ -85,39 +76,22 @@ class Choice:
     artifact: str
     reason: str
 
-    @property
-    def candidate(self) -> Candidate:
-        return Candidate(self.runtime, self.artifact)
-
-    @property
-    def providers(self) -> list[str]:
-        return self.candidate.providers
-
 
 @dataclass(frozen=True)
 class Host:
-    cuda: bool
-    cuda_reason: str
-    llamacpp: bool
+    """Which runtime kinds this host can use, each with why or why not."""
+
+    kinds: dict[str, tuple[bool, str]]
 
     @classmethod
     def probe(cls) -> "Host":
-        cuda, reason = _cuda_usable()
-        return cls(cuda, reason, importlib.util.find_spec("llama_cpp") is not None)
+        return cls({name: kind.available() for name, kind in KINDS.items()})
 
+    def can(self, kind: str) -> bool:
+        return self.kinds.get(kind, (False, ""))[0]
 
-def _cuda_usable() -> tuple[bool, str]:
-    try:
-        import onnxruntime
-    except ImportError:
-        return False, "onnxruntime is not installed"
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return False, "onnxruntime has no CUDA execution provider (install the gpu extra)"
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False, "CUDA_VISIBLE_DEVICES hides every GPU"
-    if not any(os.path.exists(f"/dev/nvidia{i}") for i in range(16)):
-        return False, "no NVIDIA device is visible"
-    return True, "a CUDA device is visible and onnxruntime has its CUDA provider"
+    def why(self, kind: str) -> str:
+        return self.kinds.get(kind, (False, f"no runtime {kind}"))[1]
 
 
 def plan(manifest: Manifest, runtime: str = "auto", artifact: str | None = None,
@@ -131,11 +105,12 @@ def plan(manifest: Manifest, runtime: str = "auto", artifact: str | None = None,
         if artifact not in present:
             raise SelectionError(f"the bundle has no artifact {artifact!r}; it has "
                                  f"{', '.join(present)}")
-        kinds = [r for r, names in PREFERENCE.items() if artifact in names
-                 and (runtime == "auto" or r == runtime)]
+        kinds = [name for name, kind in KINDS.items() if artifact in kind.artifacts
+                 and (runtime == "auto" or name == runtime)]
         if not kinds:
             raise SelectionError(f"runtime {runtime} cannot run artifact {artifact}")
-        kind = "onnx-cuda" if "onnx-cuda" in kinds and host.cuda else kinds[-1]
+        usable = [name for name in kinds if host.can(name)]
+        kind = (usable or kinds)[0]
         _check_available(kind, host)
         return Plan((((Candidate(kind, artifact),),),), f"artifact {artifact} was requested",
                     requested=True)
@@ -144,18 +119,15 @@ def plan(manifest: Manifest, runtime: str = "auto", artifact: str | None = None,
         family = _family(runtime, present)
         if not family:
             raise SelectionError(f"the bundle has no artifact for runtime {runtime} (it needs "
-                                 f"one of {', '.join(PREFERENCE[runtime])})")
+                                 f"one of {', '.join(KINDS[runtime].artifacts)})")
         return Plan(((family,),), f"runtime {runtime} was requested", requested=True)
-    tiers = []
-    if host.cuda and _family("onnx-cuda", present):
-        tiers.append((_family("onnx-cuda", present),))
-    cpu = tuple(f for f in (_family("onnx-cpu", present),
-                            _family("llamacpp", present) if host.llamacpp else ()) if f)
-    if cpu:
-        tiers.append(cpu)
-    reason = host.cuda_reason if host.cuda else f"no usable CUDA ({host.cuda_reason})"
-    if not host.llamacpp:
-        reason += "; llama-cpp-python is not installed"
+    tiers = [tier for tier in (
+        tuple(_family(k, present) for k in GPU_KINDS if host.can(k) and _family(k, present)),
+        tuple(_family(k, present) for k in CPU_KINDS if host.can(k) and _family(k, present)))
+        if tier]
+    gpu = GPU_KINDS[0]
+    reason = host.why(gpu) if host.can(gpu) else f"no usable CUDA ({host.why(gpu)})"
+    reason += "".join(f"; {host.why(k)}" for k in CPU_KINDS if not host.can(k))
     if not tiers:
         raise SelectionError(f"the bundle has no artifact any runtime here can serve ({reason})")
     return Plan(tuple(tiers), reason)
@@ -186,12 +158,10 @@ def choose(chosen_plan: Plan, check: Callable[[Candidate], Verdict]) -> Choice:
 
 
 def _check_available(runtime: str, host: Host) -> None:
-    if runtime == "onnx-cuda" and not host.cuda:
-        raise SelectionError(f"runtime onnx-cuda is not usable here: {host.cuda_reason}")
-    if runtime == "llamacpp" and not host.llamacpp:
-        raise SelectionError("runtime llamacpp needs llama-cpp-python "
-                             "(pip install 'embedrpc[llamacpp]')")
+    if not host.can(runtime):
+        raise SelectionError(f"runtime {runtime} is not usable here: {host.why(runtime)}")
 
 
 def _family(runtime: str, present: list[str]) -> Family:
-    return tuple(Candidate(runtime, name) for name in PREFERENCE[runtime] if name in present)
+    return tuple(Candidate(runtime, name) for name in KINDS[runtime].artifacts
+                 if name in present)

@@ -16,13 +16,15 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
-from embedrpc.service import hostinfo
+from embedrpc.service import hostinfo, layout
 from embedrpc.service.bundle import Bundle
-from embedrpc.service.manifest import BundleError, sha256_file
+from embedrpc.service.manifest import BundleError
+from embedrpc.service.runtimes import RuntimeOptions
 from embedrpc.service.selection import Candidate, Verdict
-from embedrpc.service.validate import ORACLE_FILE, PROBES_FILE, failure_line, measure
+from embedrpc.service.validate import failure_line, measure
 
 log = logging.getLogger("embedrpc.selfcheck")
 CACHE_VERSION = 1
@@ -65,26 +67,24 @@ class VerdictCache:
 class SelfCheck:
     """`check(candidate)` for selection.choose: cached verdict, else a child-process run."""
 
-    def __init__(self, bundle: Bundle, runtime_options: dict, cache: VerdictCache,
+    def __init__(self, bundle: Bundle, options: RuntimeOptions, cache: VerdictCache,
                  timeout: float | None = None):
-        self.bundle, self.options, self.cache, self.timeout = bundle, runtime_options, cache, \
-            timeout
+        self.bundle, self.options, self.cache, self.timeout = bundle, options, cache, timeout
 
     def __call__(self, candidate: Candidate) -> Verdict:
-        options = {**self.options, "providers": candidate.providers}
-        context = self._context(candidate, options)
+        context = self._context(candidate)
         key = hashlib.sha256(json.dumps(context, sort_keys=True).encode()).hexdigest()
         cached = self.cache.get(key)
         if cached is not None and cached.candidate == candidate:
             log.info("self-check of %s: cached verdict (%s)", candidate, cached.describe())
             return cached
-        verdict = self._run(candidate, options)
+        verdict = self._run(candidate)
         log.log(logging.INFO if verdict.passed else logging.WARNING, "self-check: %s",
                 verdict.describe())
         self.cache.put(key, verdict, context)
         return verdict
 
-    def _run(self, candidate: Candidate, options: dict) -> Verdict:
+    def _run(self, candidate: Candidate) -> Verdict:
         artifact = self.bundle.manifest.artifact(candidate.artifact)
         try:
             self.bundle.verify([artifact.name])
@@ -95,22 +95,22 @@ class SelfCheck:
         bar = artifact.parity.bar
         log.info("self-check of %s on %s: embedding the bundle's parity probes in a child "
                  "process", candidate, hostinfo.cpu().model)
-        result = measure(self.bundle, artifact.name, bar, runtime_options=options,
-                         timeout=self.timeout)
+        result = measure(self.bundle, artifact.name, bar, options=self.options,
+                         kind=candidate.runtime, timeout=self.timeout)
         if result.failure:
             log.warning("%s", failure_line(self.bundle, result, "self-checking"))
             return Verdict(candidate, False, result.failure)
+        min_cosine = result.parity.min_cosine
         if not result.passed:
-            return Verdict(candidate, False, f"min cosine {result.min_cosine:.5f} is below its "
-                                             f"bar {bar}", result.min_cosine,
-                           result.tokens_per_s)
-        return Verdict(candidate, True, "", result.min_cosine, result.tokens_per_s)
+            return Verdict(candidate, False, f"min cosine {min_cosine:.5f} is below its bar "
+                                             f"{bar}", min_cosine, result.tokens_per_s)
+        return Verdict(candidate, True, "", min_cosine, result.tokens_per_s)
 
-    def _context(self, candidate: Candidate, options: dict) -> dict:
+    def _context(self, candidate: Candidate) -> dict:
         manifest = self.bundle.manifest
         return {"version": CACHE_VERSION, "host": hostinfo.fingerprint(),
                 "runtime": candidate.runtime, "artifact": candidate.artifact,
                 "artifact_sha256": [f.sha256 for f in manifest.artifact(candidate.artifact).files],
-                "parity_sha256": [sha256_file(self.bundle.root / name)
-                                  for name in (PROBES_FILE, ORACLE_FILE)],
-                "options": options}
+                "parity_sha256": [layout.sha256_file(self.bundle.root / name)
+                                  for name in (layout.PROBES, layout.ORACLE)],
+                "options": asdict(self.options)}

@@ -12,38 +12,34 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from embedrpc.service import layout
 from embedrpc.service.bundle import Bundle
 from embedrpc.service.isolation import ChildFailed, run_isolated
+from embedrpc.service.manifest import Parity
+from embedrpc.service.runtimes import RuntimeOptions
 from embedrpc.service.tokenization import Truncation
 
-PROBES_FILE = "parity/probes.json"
-ORACLE_FILE = "parity/oracle.npy"
 PARITY_BATCH_TOKENS = 4096
 ENGINES = {"onnx": "onnxruntime", "gguf": "llama.cpp"}  # who runs an artifact format
 
 
 @dataclass
 class ParityResult:
+    """One artifact measured on this host: its parity, or why there is none."""
+
     artifact: str
-    min_cosine: float
-    mean_cosine: float
-    max_abs_diff: float
-    bar: float
+    parity: Parity | None
     tokens_per_s: float = 0.0  # the probe set's embedding rate after one warm-up text
-    failure: str | None = None  # "crashed (SIGSEGV)", "timed out ...", a load error
+    failure: str | None = None  # "crashed (SIGSEGV)", "timed out ...", "failed (...)"
 
     @property
     def passed(self) -> bool:
-        return self.failure is None and self.min_cosine >= self.bar
-
-    @classmethod
-    def failed(cls, artifact: str, bar: float, failure: str) -> "ParityResult":
-        return cls(artifact, float("nan"), float("nan"), float("nan"), bar, failure=failure)
+        return self.failure is None and self.parity.passed
 
 
 def compare(vectors: np.ndarray, oracle: np.ndarray) -> tuple[float, float, float]:
@@ -57,7 +53,7 @@ def compare(vectors: np.ndarray, oracle: np.ndarray) -> tuple[float, float, floa
 def probe_token_ids(bundle: Bundle) -> list[list[int]]:
     """The stored probes tokenised the way the server does (right truncation at the probe limit)."""
     manifest = bundle.manifest
-    probes = json.loads((bundle.root / PROBES_FILE).read_text())
+    probes = json.loads((bundle.root / layout.PROBES).read_text())
     tokenizer = bundle.tokenizer(manifest.parity_probe["max_tokens"])
     ids = []
     for probe in probes:
@@ -67,55 +63,56 @@ def probe_token_ids(bundle: Bundle) -> list[list[int]]:
 
 
 def measure(bundle: Bundle, artifact_name: str, bar: float, *,
-            sequences: list[list[int]] | None = None, runtime_options: dict | None = None,
-            timeout: float | None = None) -> ParityResult:
+            sequences: list[list[int]] | None = None, options: RuntimeOptions | None = None,
+            kind: str | None = None, timeout: float | None = None) -> ParityResult:
     """Embed the probes with `artifact_name` in a child process and compare with the oracle.
 
     A crash, hang or load failure of the child is a failed result naming why, never an
     exception: the caller decides what a failed artifact means.
     """
-    payload = {"bundle": str(bundle.root), "artifact": artifact_name, "bar": bar,
-               "sequences": sequences, "options": runtime_options or {}}
+    payload = {"bundle": str(bundle.root), "artifact": artifact_name, "bar": bar, "kind": kind,
+               "sequences": sequences,
+               "options": asdict(options or bundle.runtime_options(
+                   max_batch_tokens=PARITY_BATCH_TOKENS))}
     try:
         answer = run_isolated("embedrpc.service.validate:measure_here", payload,
                               **({"timeout": timeout} if timeout else {}))
     except ChildFailed as failure:
-        return ParityResult.failed(artifact_name, bar, failure.reason)
-    return ParityResult(**answer)
+        return ParityResult(artifact_name, None, failure=failure.reason)
+    return ParityResult(artifact_name, Parity(**answer["parity"]), answer["tokens_per_s"])
 
 
 def measure_here(payload: dict) -> dict:
     """The child's side of `measure`: open the runtime, warm it up, embed, compare."""
     bundle = Bundle(Path(payload["bundle"]))
     sequences = payload["sequences"] or probe_token_ids(bundle)
-    options = dict(payload["options"])
-    budget = max(options.pop("max_batch_tokens", PARITY_BATCH_TOKENS), max(map(len, sequences)))
-    runtime = bundle.open_runtime(payload["artifact"], max_batch_tokens=budget, **options)
+    options = RuntimeOptions(**{**payload["options"], "max_input_tokens": max(
+        payload["options"]["max_input_tokens"], max(map(len, sequences)))})
+    runtime = bundle.open_runtime(payload["artifact"], options, payload["kind"])
     try:
-        runtime.embed([min(sequences, key=len)], budget)  # first-call allocations, not timed
+        runtime.embed([min(sequences, key=len)])  # first-call allocations, not timed
         started = time.perf_counter()
-        vectors = runtime.embed(sequences, budget)
+        vectors = runtime.embed(sequences)
         elapsed = time.perf_counter() - started
     finally:
         runtime.close()
-    oracle = np.load(bundle.root / ORACLE_FILE)
-    min_cosine, mean_cosine, max_abs_diff = compare(vectors, oracle)
-    return {"artifact": payload["artifact"], "min_cosine": min_cosine,
-            "mean_cosine": mean_cosine, "max_abs_diff": max_abs_diff, "bar": payload["bar"],
+    parity = Parity(*compare(vectors, np.load(bundle.root / layout.ORACLE)), bar=payload["bar"])
+    return {"parity": asdict(parity),
             "tokens_per_s": sum(map(len, sequences)) / elapsed if elapsed > 0 else 0.0}
 
 
 def validate_bundle(root: Path, artifacts: list[str] | None = None, *,
-                    padding_side: str = "right", providers: list[str] | None = None
+                    padding_side: str | None = None, kind: str | None = None
                     ) -> list[ParityResult]:
     """Check checksums, then re-measure each artifact against the stored oracle vectors."""
     bundle = Bundle(root)
     names = artifacts or [a.name for a in bundle.manifest.artifacts]
     bundle.verify(names)
     sequences = probe_token_ids(bundle)
-    options = {"padding_side": padding_side, "providers": providers}
+    options = bundle.runtime_options(max_batch_tokens=PARITY_BATCH_TOKENS,
+                                     **({"padding_side": padding_side} if padding_side else {}))
     return [measure(bundle, name, bundle.manifest.artifact(name).parity.bar,
-                    sequences=sequences, runtime_options=options)
+                    sequences=sequences, options=options, kind=kind)
             for name in names]
 
 
@@ -130,9 +127,10 @@ def format_report(results: list[ParityResult]) -> str:
              f"{'bar':>8}  result"]
     for r in results:
         if r.failure:
-            lines.append(f"{r.artifact:<14} {'—':>10} {'—':>10} {'—':>11} {r.bar:>8}  "
+            lines.append(f"{r.artifact:<14} {'—':>10} {'—':>10} {'—':>11} {'':>8}  "
                          f"FAILED: {r.failure}")
             continue
-        lines.append(f"{r.artifact:<14} {r.min_cosine:>10.6f} {r.mean_cosine:>10.6f} "
-                     f"{r.max_abs_diff:>11.2e} {r.bar:>8}  {'ok' if r.passed else 'BELOW BAR'}")
+        p = r.parity
+        lines.append(f"{r.artifact:<14} {p.min_cosine:>10.6f} {p.mean_cosine:>10.6f} "
+                     f"{p.max_abs_diff:>11.2e} {p.bar:>8}  {'ok' if p.passed else 'BELOW BAR'}")
     return "\n".join(lines)

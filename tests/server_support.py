@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 
 from embedrpc.service.config import ServerConfig
-from embedrpc.service.runtimes.base import Runtime, RuntimeFailure
+from embedrpc.service.runtimes import Runtime, RuntimeFailure
 from embedrpc.service.server import EmbedServer
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
@@ -22,7 +22,7 @@ class GatedRuntime(Runtime):
     def __init__(self, inner: Runtime):
         self.inner = inner
         self.name, self.precision, self.artifact = inner.name, inner.precision, inner.artifact
-        self.pads_batches, self.max_sequences = inner.pads_batches, inner.max_sequences
+        self.policy = inner.policy  # what production batches by, forwarded whole
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()  # set when a batch reaches the runtime

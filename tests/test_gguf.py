@@ -6,16 +6,16 @@ import gguf
 import numpy as np
 import pytest
 
+from embedrpc.export.formats import BARS
 from embedrpc.export.oracle import probe_texts
-from embedrpc.export.random_checkpoint import ENDOFTEXT_ID
 from embedrpc.service.bundle import Bundle
 from embedrpc.service.manifest import load_manifest
-from embedrpc.service.runtimes.llamacpp_runtime import LlamaCppRuntime
 from embedrpc.service.validate import validate_bundle
+from fixtures.random_checkpoint import ENDOFTEXT_ID
 
 from conftest import cached_checkpoint, exported_bundle
 
-GGUF_BARS = {"gguf-f16": 0.9999, "gguf-bf16": 0.9999, "gguf-q8_0": 0.995, "gguf-q4_k_m": 0.95}
+GGUF_BARS = {name: bar for name, bar in BARS.items() if name.startswith("gguf-")}
 
 
 def gguf_fields(path) -> dict:
@@ -29,7 +29,8 @@ def gguf_fields(path) -> dict:
 
 @pytest.fixture(scope="module")
 def f16_runtime(tiny_bundle):
-    runtime = Bundle(tiny_bundle).open_runtime("gguf-f16", max_batch_tokens=512)
+    bundle = Bundle(tiny_bundle)
+    runtime = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=512))
     yield runtime
     runtime.close()
 
@@ -76,7 +77,7 @@ def test_llama_cpp_vocab_gives_hf_ids(tiny_bundle, f16_runtime, prompt):
 def test_artifacts_meet_bars(tiny_bundle):
     results = validate_bundle(tiny_bundle, list(GGUF_BARS))
     for result in results:
-        assert result.min_cosine >= GGUF_BARS[result.artifact], result
+        assert result.parity.min_cosine >= GGUF_BARS[result.artifact], result
 
 
 def test_q4_k_m_on_k256_widths(tmp_path_factory):
@@ -105,16 +106,24 @@ def test_mixed_batch_equals_one_at_a_time(tiny_bundle, f16_runtime):
     assert np.min(np.sum(together * alone, axis=1)) >= 0.99999
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(f16_runtime.embed_batch([sequences[0]] * 3), np.vstack([alone[0]] * 3))
-    planned = f16_runtime.embed(sequences[::-1], max_batch_tokens=64)[::-1]  # order restored
+    bundle = Bundle(tiny_bundle)
+    small = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=64))
+    try:
+        planned = small.embed(sequences[::-1])[::-1]  # several decodes, order restored
+    finally:
+        small.close()
     assert np.min(np.sum(planned * alone, axis=1)) >= 0.99999
 
 
 def test_over_budget_is_an_error_not_a_truncation(tiny_bundle):
-    runtime = Bundle(tiny_bundle).open_runtime("gguf-q8_0", max_batch_tokens=32)
-    assert runtime.max_sequences == 32  # never more sequences than tokens (llama.cpp aborts)
+    bundle = Bundle(tiny_bundle)
+    runtime = bundle.open_runtime("gguf-q8_0", bundle.runtime_options(max_batch_tokens=32))
+    # never more sequences than tokens in a context (llama.cpp aborts the process otherwise)
+    assert runtime.policy.max_sequences == runtime.context_sequences == 32
     try:
-        with pytest.raises(ValueError, match="sequence of 40 tokens is over this runtime's context of 32"):
-            runtime.embed([[100] * 40], max_batch_tokens=32)
-        assert runtime.embed([[100] * 32], max_batch_tokens=32).shape == (1, 64)
+        with pytest.raises(ValueError, match="sequence of 40 tokens is over this runtime's "
+                                             "context of 32"):
+            runtime.embed([[100] * 40])
+        assert runtime.embed([[100] * 32]).shape == (1, 64)
     finally:
         runtime.close()

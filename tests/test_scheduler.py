@@ -6,17 +6,19 @@ import asyncio
 
 import numpy as np
 
+from embedrpc.service.batching import BatchPolicy
 from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes.base import Runtime
+from embedrpc.service.runtimes import Runtime
 from embedrpc.service.scheduler import Scheduler
 
 
 class Recorder(Runtime):
     name, precision, artifact = "recorder", "fp32", "none"
 
-    def __init__(self, pads: bool, ratio: float | None, max_sequences: int | None = None):
-        self.pads_batches, self.max_padding_ratio = pads, ratio
-        self.max_sequences = max_sequences
+    def __init__(self, pads: bool, ratio: float | None, max_sequences: int | None = None,
+                 budget: int = 4096):
+        self.policy = BatchPolicy(budget, packed=not pads, max_sequences=max_sequences,
+                                  max_padding_ratio=ratio)
         self.batches: list[list[int]] = []
 
     def embed_batch(self, sequences):
@@ -24,11 +26,11 @@ class Recorder(Runtime):
         return np.array([[len(s), 1.0] for s in sequences], dtype=np.float32)
 
 
-def run(runtime: Recorder, lengths: list[int], budget: int = 4096) -> list[list[int]]:
+def run(runtime: Recorder, lengths: list[int]) -> list[list[int]]:
     """Queue one request per length before the loop starts; return the batches formed."""
 
     async def main():
-        scheduler = Scheduler(runtime, max_batch_tokens=budget, max_queue=100, metrics=Metrics())
+        scheduler = Scheduler(runtime, max_queue=100, metrics=Metrics())
         jobs = [asyncio.ensure_future(scheduler.embed([[1] * n])) for n in lengths]
         await asyncio.sleep(0)  # every request queued
         scheduler.start()
@@ -51,8 +53,19 @@ def test_unbounded_padding_fills_the_budget():
 
 
 def test_packed_runtime_ignores_padding_and_respects_budget():
-    batches = run(Recorder(pads=False, ratio=None, max_sequences=3), [300, 20, 250, 30, 10],
-                  budget=400)
+    batches = run(Recorder(pads=False, ratio=None, max_sequences=3, budget=400),
+                  [300, 20, 250, 30, 10])
     assert all(sum(b) <= 400 and len(b) <= 3 for b in batches)
     assert sorted(n for b in batches for n in b) == [10, 20, 30, 250, 300]
     assert batches[0][0] == 300  # the oldest input leads the first batch
+
+
+def test_offline_planning_forms_the_batches_the_scheduler_forms():
+    """Runtime.embed (validation, the benchmark's raw mode) batches as serving does."""
+    lengths = [512, 16, 480, 14, 16, 500, 30, 200]
+    for runtime in (Recorder(pads=True, ratio=1.25), Recorder(pads=False, ratio=None,
+                                                              max_sequences=3, budget=600)):
+        served = run(runtime, lengths)
+        runtime.batches = []
+        runtime.embed([[1] * n for n in lengths])
+        assert runtime.batches == served

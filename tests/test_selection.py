@@ -6,14 +6,24 @@ from __future__ import annotations
 import pytest
 
 from embedrpc.service.manifest import Artifact, Manifest, Source, TokenizerInfo
-from embedrpc.service.selection import (Candidate, Host, SelectionError, Verdict, choose,
-                                        plan)
+from embedrpc.service.selection import Candidate, Host, SelectionError, Verdict, choose, plan
 
 ALL = ["onnx-fp32", "onnx-fp16", "onnx-int8", "gguf-f16", "gguf-bf16", "gguf-q8_0",
        "gguf-q4_k_m"]
-GPU = Host(True, "a CUDA device is visible", True)
-CPU_WITH_LLAMA = Host(False, "no NVIDIA device is visible", True)
-CPU_ONLY = Host(False, "no NVIDIA device is visible", False)
+NO_LLAMA = "llama-cpp-python is not installed"
+
+
+def make_host(cuda: bool, llamacpp: bool) -> Host:
+    return Host({"onnx-cuda": (cuda, "a CUDA device is visible" if cuda
+                               else "no NVIDIA device is visible"),
+                 "onnx-cpu": (True, "onnxruntime is installed"),
+                 "llamacpp": (llamacpp, "llama-cpp-python is installed" if llamacpp
+                              else NO_LLAMA)})
+
+
+GPU = make_host(cuda=True, llamacpp=True)
+CPU_WITH_LLAMA = make_host(cuda=False, llamacpp=True)
+CPU_ONLY = make_host(cuda=False, llamacpp=False)
 
 
 def manifest(*names: str) -> Manifest:
@@ -61,8 +71,9 @@ def test_explicit_requests():
 
 
 @pytest.mark.parametrize("kwargs,host,message", [
-    (dict(runtime="onnx-cuda"), CPU_ONLY, "onnx-cuda is not usable here: no NVIDIA device"),
-    (dict(runtime="llamacpp"), CPU_ONLY, "needs llama-cpp-python"),
+    (dict(runtime="onnx-cuda"), CPU_ONLY, "runtime onnx-cuda is not usable here: no NVIDIA device"),
+    (dict(runtime="llamacpp"), CPU_ONLY,
+     "runtime llamacpp is not usable here: llama-cpp-python is not installed"),
     (dict(runtime="tensorrt"), GPU, "unknown runtime 'tensorrt'"),
     (dict(artifact="gguf-q2_k"), GPU, "the bundle has no artifact 'gguf-q2_k'"),
     (dict(runtime="llamacpp", artifact="onnx-int8"), GPU, "llamacpp cannot run artifact onnx-int8"),

@@ -6,9 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from embedrpc.export.oracle import probe_texts
-from embedrpc.export.random_checkpoint import ENDOFTEXT_ID, tokenizer_variant
-from embedrpc.service.batching import plan_batches
+from embedrpc.service.batching import BatchPolicy, plan_batches
 from embedrpc.service.tokenization import BundleTokenizer, InputTooLong, Truncation
+from fixtures.random_checkpoint import ENDOFTEXT_ID, tokenizer_variant
 
 PROMPTS = ["", "Query: ", "Document: "]
 
@@ -79,7 +79,7 @@ def test_too_long_without_truncation_names_the_input(tokenizers_pair):
 
 def test_plan_batches_respects_budget_and_covers_every_index():
     lengths = [5, 40, 3, 40, 17, 200, 9]
-    batches = plan_batches(lengths, max_batch_tokens=64)
+    batches = plan_batches(lengths, BatchPolicy(64))
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         longest = max(lengths[i] for i in batch)

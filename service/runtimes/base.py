@@ -1,16 +1,45 @@
-"""The interface every inference runtime implements."""
+"""What every inference runtime is: its options, its batch policy, its interface."""
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from embedrpc.service.batching import plan_batches
+from embedrpc.service.batching import BatchPolicy, plan_batches
+from embedrpc.service.errors import EmbedrpcError
 
 
-class RuntimeFailure(Exception):
+class RuntimeFailure(EmbedrpcError):
     """An inference runtime failed to load or to run."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a runtime is opened: the same for serving, its self-check and validation."""
+
+    threads: int = 0  # 0: every core
+    max_batch_tokens: int = 4096  # the token budget of one forward pass
+    max_input_tokens: int = 0  # the longest single input it must take (0: the batch budget)
+    kv_type: str = "f32"  # llama.cpp's KV cache type
+    batch_invariant: bool = False  # llama.cpp: one sequence per decode
+    padding_side: str = "right"  # where padded runtimes put padding
+
+    @property
+    def context_tokens(self) -> int:
+        """Room one forward pass needs: a full batch, or the longest input alone."""
+        return max(self.max_batch_tokens, self.max_input_tokens)
+
+
+DEFAULT_OPTIONS = RuntimeOptions()
+
+
+@dataclass(frozen=True)
+class RuntimeHealth:
+    serving: bool
+    reason: str = ""
 
 
 class Runtime(abc.ABC):
@@ -19,28 +48,37 @@ class Runtime(abc.ABC):
     name: str  # "onnx-cpu", "onnx-cuda", "llamacpp"
     precision: str  # the artifact's precision
     artifact: str  # the manifest artifact name in use
-    pads_batches: bool = True  # False: sequences are packed, a batch costs its total tokens
-    max_sequences: int | None = None  # most sequences one forward pass takes
-    # Padded runtimes: the most padded tokens per real token worth batching for (None: any).
-    max_padding_ratio: float | None = None
+    policy: BatchPolicy  # which sequences may share one `embed_batch`
 
     @abc.abstractmethod
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
         """One forward pass over `sequences`: float32 [len(sequences), hidden], unit rows."""
 
-    def embed(self, sequences: list[list[int]], max_batch_tokens: int) -> np.ndarray:
-        """Embed any number of sequences, batched by padded-token budget, in input order."""
+    def embed(self, sequences: list[list[int]]) -> np.ndarray:
+        """Embed any number of sequences, batched by the runtime's policy, in input order."""
         if not sequences:
             raise ValueError("no sequences to embed")
-        batches = plan_batches([len(s) for s in sequences], max_batch_tokens,
-                               padded=self.pads_batches, max_sequences=self.max_sequences)
         out: np.ndarray | None = None
-        for batch in batches:
+        for batch in plan_batches([len(s) for s in sequences], self.policy):
             vectors = self.embed_batch([sequences[i] for i in batch])
             if out is None:
                 out = np.empty((len(sequences), vectors.shape[1]), dtype=np.float32)
             out[batch] = vectors
         return out
 
-    def close(self) -> None:
+    def health(self) -> RuntimeHealth:
+        """Whether the runtime can take batches now."""
+        return RuntimeHealth(True)
+
+    def close(self) -> None:  # noqa: B027 - optional: most runtimes hold nothing to release
         """Release the runtime's resources."""
+
+
+@dataclass(frozen=True)
+class RuntimeKind:
+    """A way of running artifacts: what it runs, whether this host can, and how to open it."""
+
+    name: str
+    artifacts: tuple[str, ...]  # the artifacts it runs, best first
+    available: Callable[[], tuple[bool, str]]  # (usable here, why or why not)
+    open: Callable[..., Runtime]  # open(path, artifact, manifest, options) -> Runtime

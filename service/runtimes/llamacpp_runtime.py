@@ -14,6 +14,7 @@ makes a vector a function of its text alone, at a cost (0.6B Q8_0, 2 cores, 32 s
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import platform
 import sys
@@ -21,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrpc.service.runtimes.base import Runtime, RuntimeFailure
+from embedrpc.service.batching import BatchPolicy
+from embedrpc.service.runtimes.base import (
+    DEFAULT_OPTIONS,
+    Runtime,
+    RuntimeFailure,
+    RuntimeKind,
+    RuntimeOptions,
+)
 
 KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 LLAMA_MAX_SEQ = 256  # llama.cpp's compile-time limit on sequences per context
@@ -79,20 +87,19 @@ def _quiet_logs(llama_cpp) -> None:
 
 
 class LlamaCppRuntime(Runtime):
-    pads_batches = False
-
-    def __init__(self, model_path: Path, *, artifact: str, precision: str, threads: int = 0,
-                 max_batch_tokens: int = 4096, max_sequences: int = 64, kv_type: str = "f32",
-                 batch_invariant: bool = False):
+    def __init__(self, model_path: Path, *, artifact: str, precision: str,
+                 options: RuntimeOptions = DEFAULT_OPTIONS, max_sequences: int = 64):
         try:
             import llama_cpp
         except ImportError as exc:
             raise RuntimeFailure("the llama.cpp runtime needs llama-cpp-python "
                                  "(pip install 'embedrpc[llamacpp]')") from exc
-        if max_batch_tokens < 1 or max_sequences < 1:
-            raise ValueError("max_batch_tokens and max_sequences must be positive")
-        # llama.cpp reserves an output per sequence within the batch (it aborts otherwise).
-        max_sequences = min(max_sequences, max_batch_tokens, LLAMA_MAX_SEQ)
+        if options.kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}")
+        # One context holds a full batch, or the longest input alone; llama.cpp reserves an
+        # output per sequence within it (it aborts the process otherwise).
+        context = options.context_tokens
+        max_sequences = min(max_sequences, context, LLAMA_MAX_SEQ)
         self._llama = llama_cpp
         _quiet_logs(llama_cpp)
         _load_dynamic_backends_once(llama_cpp)
@@ -103,35 +110,38 @@ class LlamaCppRuntime(Runtime):
         self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self._model:
             raise RuntimeFailure(f"llama.cpp cannot load {model_path}")
-        threads = threads or os.cpu_count() or 1
+        threads = options.threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = max_batch_tokens
+        params.n_ctx = params.n_batch = params.n_ubatch = context
         params.n_seq_max = max_sequences
         params.kv_unified = True  # every sequence may use the whole context
         params.embeddings = True
         params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST
-        params.type_k = params.type_v = KV_TYPES[kv_type]
+        params.type_k = params.type_v = KV_TYPES[options.kv_type]
         params.n_threads = params.n_threads_batch = threads
         self._ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
             raise RuntimeFailure(f"llama.cpp cannot create a context for {model_path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._batch = llama_cpp.llama_batch_init(max_batch_tokens, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(context, 0, 1)
         self.hidden_size = llama_cpp.llama_model_n_embd(self._model)
         self.name, self.artifact, self.precision = "llamacpp", artifact, precision
-        self.max_batch_tokens = max_batch_tokens
-        self.max_sequences = 1 if batch_invariant else max_sequences
+        self.context_tokens, self.context_sequences = context, max_sequences
+        self.policy = BatchPolicy(options.max_batch_tokens, packed=True,
+                                  max_sequences=1 if options.batch_invariant else max_sequences)
 
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+        # llama.cpp aborts the whole process past its context: refuse here instead.
         longest = max(len(s) for s in sequences)
-        if longest > self.max_batch_tokens:
+        if longest > self.context_tokens:
             raise ValueError(f"a sequence of {longest} tokens is over this runtime's context of "
-                             f"{self.max_batch_tokens} tokens; it is not truncated here")
+                             f"{self.context_tokens} tokens; it is not truncated here")
         total = sum(len(s) for s in sequences)
-        if total > self.max_batch_tokens or len(sequences) > self.max_sequences:
+        if total > self.context_tokens or len(sequences) > self.context_sequences:
             raise ValueError(f"batch of {len(sequences)} sequences / {total} tokens exceeds "
-                             f"{self.max_sequences} sequences / {self.max_batch_tokens} tokens")
+                             f"the context's {self.context_sequences} sequences / "
+                             f"{self.context_tokens} tokens")
         llama_cpp, batch = self._llama, self._batch
         row = 0
         for seq_id, sequence in enumerate(sequences):
@@ -151,7 +161,8 @@ class LlamaCppRuntime(Runtime):
         for seq_id in range(len(sequences)):
             pointer = llama_cpp.llama_get_embeddings_seq(self._ctx, seq_id)
             if not pointer:
-                raise RuntimeFailure(f"llama.cpp returned no pooled embedding for sequence {seq_id}")
+                raise RuntimeFailure(f"llama.cpp returned no pooled embedding for sequence "
+                                     f"{seq_id}")
             vectors[seq_id] = np.ctypeslib.as_array(pointer, shape=(self.hidden_size,))
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -175,3 +186,18 @@ class LlamaCppRuntime(Runtime):
 
     def __del__(self):
         self.close()
+
+
+def _open(bundle, artifact, options: RuntimeOptions) -> LlamaCppRuntime:
+    return LlamaCppRuntime(bundle.path_of(artifact), artifact=artifact.name,
+                           precision=artifact.precision, options=options)
+
+
+def _available() -> tuple[bool, str]:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False, "llama-cpp-python is not installed"
+    return True, "llama-cpp-python is installed"
+
+
+KIND = RuntimeKind("llamacpp", ("gguf-q8_0", "gguf-f16", "gguf-bf16", "gguf-q4_k_m"),
+                   _available, _open)

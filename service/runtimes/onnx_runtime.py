@@ -1,17 +1,32 @@
 """ONNX Runtime backend: the exported graph pools the last token and L2-normalises in-graph.
 
+Two kinds: `onnx-cpu` and `onnx-cuda` (onnxruntime-gpu's CUDA provider, IO binding).
+
 The int8 artifact quantises activations dynamically with one scale per tensor, so in a padded
 batch every text's scale depends on its batch-mates (and on the padding). To keep a text's
-vector independent of the batch it lands in, int8 runs one sequence per pass.
+vector independent of the batch it lands in, int8 runs one sequence per pass. A CPU computes
+every padded token, so CPU batches hold padding within 1.25x the real tokens (0.6B fp32 was
+served at 0.44x raw before this bound); a GPU gains from wide batches.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import numpy as np
 
-from embedrpc.service.runtimes.base import Runtime, RuntimeFailure
+from embedrpc.service.batching import BatchPolicy
+from embedrpc.service.runtimes.base import (
+    DEFAULT_OPTIONS,
+    Runtime,
+    RuntimeFailure,
+    RuntimeKind,
+    RuntimeOptions,
+)
+
+CPU_PROVIDERS = ["CPUExecutionProvider"]
+CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+CPU_MAX_PADDING_RATIO = 1.25
 
 
 def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -20,37 +35,40 @@ def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray,
     ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), longest), dtype=np.int64)
     for row, sequence in enumerate(sequences):
-        span = slice(0, len(sequence)) if side == "right" else slice(longest - len(sequence), longest)
+        span = slice(0, len(sequence)) if side == "right" \
+            else slice(longest - len(sequence), longest)
         ids[row, span] = sequence
         mask[row, span] = 1
     return ids, mask
 
 
 class OnnxRuntime(Runtime):
-    def __init__(self, model_path: Path, *, artifact: str, precision: str, pad_token_id: int,
-                 providers: list[str] | None = None, threads: int = 0,
-                 padding_side: str = "right"):
+    def __init__(self, model_path, *, artifact: str, precision: str, pad_token_id: int,
+                 options: RuntimeOptions = DEFAULT_OPTIONS, cuda: bool = False):
         import onnxruntime as ort
 
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
+        if options.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', not "
+                             f"{options.padding_side!r}")
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.threads:
+            session_options.intra_op_num_threads = options.threads
         try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=providers)
+            self._session = ort.InferenceSession(str(model_path), session_options,
+                                                 providers=CUDA_PROVIDERS if cuda
+                                                 else CPU_PROVIDERS)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeFailure(f"cannot load {model_path}: {exc}") from exc
-        self.name = "onnx-cuda" if "CUDAExecutionProvider" in self._session.get_providers() \
-            else "onnx-cpu"
+        on_cuda = "CUDAExecutionProvider" in self._session.get_providers()
+        if cuda and not on_cuda:
+            raise RuntimeFailure(f"onnxruntime did not place {model_path} on CUDA")
+        self.name = "onnx-cuda" if on_cuda else "onnx-cpu"
         self.artifact, self.precision = artifact, precision
-        self.pad_token_id, self.padding_side = pad_token_id, padding_side
-        self.max_sequences = 1 if precision == "int8" else None
-        # A CPU computes every padded token: batching texts of different lengths only wastes
-        # time (0.6B fp32 served at 0.44x raw before this bound). A GPU gains from wide batches.
-        self.max_padding_ratio = None if self.name == "onnx-cuda" else 1.25
+        self.pad_token_id, self.padding_side = pad_token_id, options.padding_side
+        self.policy = BatchPolicy(options.max_batch_tokens,
+                                  max_sequences=1 if precision == "int8" else None,
+                                  max_padding_ratio=None if on_cuda else CPU_MAX_PADDING_RATIO)
         self._ort = ort
 
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
@@ -68,7 +86,43 @@ class OnnxRuntime(Runtime):
         """IO binding: inputs copied to the GPU once, the pooled output read straight back."""
         binding = self._session.io_binding()
         for name, array in (("input_ids", ids), ("attention_mask", mask)):
-            binding.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
+            binding.bind_ortvalue_input(
+                name, self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))
         binding.bind_output("embeddings", "cpu")
         self._session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+
+def _open(bundle, artifact, options: RuntimeOptions, *, cuda: bool) -> OnnxRuntime:
+    return OnnxRuntime(bundle.path_of(artifact), artifact=artifact.name,
+                       precision=artifact.precision,
+                       pad_token_id=bundle.manifest.tokenizer.pad_token_id, options=options,
+                       cuda=cuda)
+
+
+def _cpu_available() -> tuple[bool, str]:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False, "onnxruntime is not installed"
+    return True, "onnxruntime is installed"
+
+
+def cuda_available() -> tuple[bool, str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False, "onnxruntime is not installed"
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return False, "onnxruntime has no CUDA execution provider (install the gpu extra)"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False, "CUDA_VISIBLE_DEVICES hides every GPU"
+    if not any(os.path.exists(f"/dev/nvidia{i}") for i in range(16)):
+        return False, "no NVIDIA device is visible"
+    return True, "a CUDA device is visible and onnxruntime has its CUDA provider"
+
+
+CPU = RuntimeKind("onnx-cpu", ("onnx-int8", "onnx-fp32", "onnx-fp16"), _cpu_available,
+                  lambda bundle, artifact, options: _open(bundle, artifact, options, cuda=False))
+CUDA = RuntimeKind("onnx-cuda", ("onnx-fp16", "onnx-fp32"), cuda_available,
+                   lambda bundle, artifact, options: _open(bundle, artifact, options, cuda=True))
