@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from embedrpc.service.errors import EmbedrpcError
+
 
 def _export(args: argparse.Namespace) -> int:
     try:
-        from embedrpc.export.checkpoint import ExportError
         from embedrpc.export.pipeline import export_bundle
     except ImportError as exc:
         return _fail(f"export needs the export extra (pip install 'embedrpc[export]'): {exc}")
@@ -17,7 +18,7 @@ def _export(args: argparse.Namespace) -> int:
         export_bundle(args.model, args.out, revision=args.revision, task=args.task,
                       formats=args.formats, force=args.force,
                       probe_max_tokens=args.probe_max_tokens)
-    except ExportError as exc:
+    except EmbedrpcError as exc:
         return _fail(str(exc))
     except OSError as exc:  # disk full, permissions: the staging area is already removed
         return _fail(f"export failed writing files: {exc}")
@@ -25,13 +26,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from embedrpc.service.manifest import BundleError
     from embedrpc.service.validate import format_report, validate_bundle
 
     try:
         results = validate_bundle(args.bundle, args.artifact or None,
                                   padding_side=args.padding_side)
-    except BundleError as exc:
+    except EmbedrpcError as exc:
         return _fail(str(exc))
     print(format_report(results))
     return 0 if all(r.passed for r in results) else 1
@@ -42,15 +42,12 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from embedrpc.service.config import from_arguments
-    from embedrpc.service.manifest import BundleError
-    from embedrpc.service.runtimes.base import RuntimeFailure
-    from embedrpc.service.selection import SelectionError
     from embedrpc.service.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(serve(from_arguments(args)))
-    except (BundleError, SelectionError, RuntimeFailure, OSError) as exc:
+    except (EmbedrpcError, OSError) as exc:
         return _fail(str(exc))
     return 0
 
@@ -99,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a bundle's checksums and parity")
     validate.add_argument("bundle", type=Path)
     validate.add_argument("--artifact", action="append", help="only this artifact (repeatable)")
-    validate.add_argument("--padding-side", choices=["right", "left"], default="right")
+    validate.add_argument("--padding-side", choices=["right", "left"],
+                          help="pad on this side (default: the manifest's)")
     validate.set_defaults(run=_validate)
 
     from embedrpc.service import client, config

@@ -8,25 +8,20 @@ import sys
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from embedrpc.service.protocol import ENCODING_NAMES, TASK_NAMES, TRUNCATION_NAMES
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
-
-TASKS = {"default": pb.TASK_UNSPECIFIED, "query": pb.TASK_QUERY, "document": pb.TASK_DOCUMENT}
-TRUNCATIONS = {"none": pb.TRUNCATION_UNSPECIFIED, "right": pb.TRUNCATION_RIGHT,
-               "left": pb.TRUNCATION_LEFT}
-ENCODINGS = {"float32": pb.ENCODING_FLOAT32, "int8": pb.ENCODING_INT8, "uint8": pb.ENCODING_UINT8,
-             "binary": pb.ENCODING_BINARY, "ubinary": pb.ENCODING_UBINARY}
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("texts", nargs="*", help="texts to embed (default: one per stdin line)")
     parser.add_argument("--target", default="localhost:50051", help="server HOST:PORT")
-    parser.add_argument("--task", choices=TASKS, default="default")
+    parser.add_argument("--task", choices=TASK_NAMES, default="default")
     parser.add_argument("--dimensions", type=int, help="Matryoshka size")
     parser.add_argument("--no-normalize", action="store_true",
                         help="do not re-normalise after Matryoshka truncation")
-    parser.add_argument("--truncation", choices=TRUNCATIONS, default="none")
-    parser.add_argument("--encoding", choices=ENCODINGS, default="float32")
+    parser.add_argument("--truncation", choices=TRUNCATION_NAMES, default="none")
+    parser.add_argument("--encoding", choices=ENCODING_NAMES, default="float32")
     parser.add_argument("--info", action="store_true", help="print GetInfo instead")
     parser.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
 
@@ -39,9 +34,9 @@ def run(args) -> int:
                 response = stub.GetInfo(pb.GetInfoRequest(), timeout=args.timeout)
             else:
                 texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-                request = pb.EmbedRequest(inputs=texts, task=TASKS[args.task],
-                                          truncation=TRUNCATIONS[args.truncation],
-                                          encoding=ENCODINGS[args.encoding])
+                request = pb.EmbedRequest(inputs=texts, task=TASK_NAMES[args.task],
+                                          truncation=TRUNCATION_NAMES[args.truncation],
+                                          encoding=ENCODING_NAMES[args.encoding])
                 if args.dimensions:
                     request.dimensions = args.dimensions
                 if args.no_normalize:

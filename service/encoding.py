@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedrpc.service.errors import ErrorKind, RequestError
+
 
 class Encoding(enum.Enum):
     FLOAT32 = "float32"
@@ -60,7 +62,9 @@ class Calibration:
             full = self.ranges.get(self.full_size)
             found = Range(full.minimum[:dims], full.maximum[:dims]) if full else None
         if found is None:
-            raise KeyError(f"the bundle has no int8 calibration for {dims} dims")
+            raise RequestError(ErrorKind.FAILED_PRECONDITION,
+                               f"the bundle has no int8 calibration for {dims} dims; "
+                               f"re-export the bundle")
         return found
 
 

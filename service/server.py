@@ -19,13 +19,14 @@ from grpc_reflection.v1alpha import reflection
 
 from embedrpc.service.bundle import Bundle
 from embedrpc.service.config import ServerConfig, cache_dir
+from embedrpc.service.core import Embedder, ServingLimits
 from embedrpc.service.manifest import MANIFEST_NAME, BundleError, Manifest
 from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes.base import Runtime
+from embedrpc.service.runtimes import Runtime, RuntimeOptions
 from embedrpc.service.scheduler import Scheduler
 from embedrpc.service.selection import Choice, choose, plan
 from embedrpc.service.selfcheck import SelfCheck, VerdictCache
-from embedrpc.service.servicer import EmbeddingServicer, ServingLimits
+from embedrpc.service.servicer import EmbeddingServicer
 from embedrpc.v1 import embedding_pb2, embedding_pb2_grpc
 
 log = logging.getLogger("embedrpc")
@@ -37,7 +38,7 @@ def resolve_bundle(target: str, export_cache: str | None = None) -> Path:
     path = Path(target).expanduser()
     if (path / MANIFEST_NAME).is_file():
         return path
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
         raise BundleError(f"{target} is not a bundle, and exporting it needs the export extra: "
                           f"pip install 'embedrpc[export]' (or run `embedrpc export` elsewhere)")
     cache = Path(export_cache or Path.home() / ".cache" / "embedrpc" / "bundles")
@@ -62,17 +63,19 @@ def serving_limits(config: ServerConfig, manifest: Manifest) -> ServingLimits:
     return ServingLimits(config.max_batch_tokens, config.max_queue, max_input)
 
 
-def runtime_options(config: ServerConfig, limits: ServingLimits) -> dict:
-    """How a runtime is opened, for serving and for its self-check alike."""
-    return dict(threads=config.threads, kv_type=config.kv_type,
-                batch_invariant=config.batch_invariant,
-                max_batch_tokens=max(config.max_batch_tokens, limits.max_input_tokens))
+def runtime_options(config: ServerConfig, bundle: Bundle, limits: ServingLimits
+                    ) -> RuntimeOptions:
+    """How the runtime is opened, for serving and for its self-check alike."""
+    return bundle.runtime_options(threads=config.threads, kv_type=config.kv_type,
+                                  batch_invariant=config.batch_invariant,
+                                  max_batch_tokens=config.max_batch_tokens,
+                                  max_input_tokens=limits.max_input_tokens)
 
 
 def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) -> Choice:
     """The selection rule's candidates, self-checked on this host (verdicts cached)."""
     return choose(plan(bundle.manifest, config.runtime, config.artifact),
-                  SelfCheck(bundle, runtime_options(config, limits),
+                  SelfCheck(bundle, runtime_options(config, bundle, limits),
                             VerdictCache(cache_dir(config.cache) / "selfcheck")))
 
 
@@ -86,8 +89,8 @@ class EmbedServer:
         self.choice = choice or choose_runtime(config, self.bundle, self.limits)
         self.bundle.verify([self.choice.artifact])
         self.runtime = runtime or self.bundle.open_runtime(
-            self.choice.artifact, providers=self.choice.providers,
-            **runtime_options(config, self.limits))
+            self.choice.artifact, runtime_options(config, self.bundle, self.limits),
+            kind=self.choice.runtime)
         self.metrics = Metrics()
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -98,11 +101,11 @@ class EmbedServer:
         config, manifest = self.config, self.bundle.manifest
         log.info("runtime %s (artifact %s): %s", self.choice.runtime, self.choice.artifact,
                  self.choice.reason)
-        self.scheduler = Scheduler(self.runtime, max_batch_tokens=config.max_batch_tokens,
-                                   max_queue=config.max_queue, metrics=self.metrics,
-                                   on_health=self._set_serving)
-        self.servicer = EmbeddingServicer(manifest, self.bundle.tokenizer(), self.scheduler,
-                                          self.choice, self.limits)
+        self.scheduler = Scheduler(self.runtime, max_queue=config.max_queue,
+                                   metrics=self.metrics, on_health=self._set_serving)
+        self.embedder = Embedder(manifest, self.bundle.tokenizer(), self.scheduler, self.choice,
+                                 self.limits)
+        self.servicer = EmbeddingServicer(self.embedder, self.metrics)
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes)]
         self.server = grpc.aio.server(options=options)
@@ -137,7 +140,7 @@ class EmbedServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.scheduler.close()
-        self.servicer.close()
+        self.embedder.close()
         self.runtime.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from embedrpc.service.errors import ErrorKind, RequestError
+
 
 class Truncation(enum.Enum):
     NONE = "none"  # too long is an error
@@ -19,9 +21,10 @@ class Truncation(enum.Enum):
     LEFT = "left"  # keep the end of the text (the prompt is kept too)
 
 
-class InputTooLong(ValueError):
+class InputTooLong(RequestError):
     def __init__(self, index: int, tokens: int, limit: int):
-        super().__init__(f"input {index} has {tokens} tokens, over the limit of {limit}; "
+        super().__init__(ErrorKind.INVALID_ARGUMENT,
+                         f"input {index} has {tokens} tokens, over the limit of {limit}; "
                          f"shorten it or ask for truncation")
         self.index, self.tokens, self.limit = index, tokens, limit
 
@@ -110,7 +113,7 @@ class BundleTokenizer:
 def _tokens_within(offsets: list[tuple[int, int]], prompt_chars: int, upper_bound: int) -> int:
     """How many leading tokens lie wholly inside the prompt's characters."""
     count = 0
-    for start, end in offsets[:upper_bound]:
+    for _start, end in offsets[:upper_bound]:
         if end > prompt_chars:
             break
         count += 1

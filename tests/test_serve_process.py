@@ -154,3 +154,62 @@ def test_unusable_bundle_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "manifest schema_version 99 is not supported" in done.stderr
+
+
+def _edited_copy(bundle, target, edit):
+    """A copy of `bundle` whose manifest `edit` changes (its checksums stay true)."""
+    import shutil
+
+    shutil.copytree(bundle, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    edit(target, manifest)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def _one_error_line(done) -> str:
+    errors = [line for line in done.stderr.splitlines() if line.startswith("embedrpc: error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(pooling="mean"), "the manifest asks for pooling 'mean' with normalize True; embedrpc "
+                           "serves last-token pooling, L2-normalised, only"),
+    (dict(normalize=False), "asks for pooling 'last' with normalize False"),
+    (dict(tokenizer={"padding_side": "middle"}),
+     "the manifest's tokenizer.padding_side 'middle' is not left or right"),
+])
+def test_what_no_runtime_does_is_refused_not_served(bundle, tmp_path, change, message):
+    """A manifest promising other pooling would otherwise be served with last-token pooling."""
+    def edit(_root, manifest):
+        for key, value in change.items():
+            if isinstance(value, dict):
+                manifest[key].update(value)
+            else:
+                manifest[key] = value
+
+    copy = _edited_copy(bundle, tmp_path / "bundle", edit)
+    for command in (["serve", str(copy), "--port", "0", "--metrics-port", "0"],
+                    ["validate", str(copy)]):
+        done = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=60)
+        assert message in _one_error_line(done)
+
+
+def test_unloadable_tokenizer_is_a_clear_error(bundle, tmp_path):
+    """A tokenizer.json that is not one, with its checksum updated to match."""
+    from embedrpc.service.layout import sha256_file
+
+    def corrupt(root, manifest):
+        (root / "tokenizer.json").write_text('{"model": "nothing like a tokenizer"}')
+        for entry in manifest["tokenizer"]["files"]:
+            if entry["path"] == "tokenizer.json":
+                entry.update(bytes=(root / "tokenizer.json").stat().st_size,
+                             sha256=sha256_file(root / "tokenizer.json"))
+
+    copy = _edited_copy(bundle, tmp_path / "bundle", corrupt)
+    done = subprocess.run([*CLI, "serve", str(copy), "--port", "0", "--metrics-port", "0",
+                           "--artifact", "onnx-fp32"], capture_output=True, text=True,
+                          timeout=120)
+    assert "tokenizer.json: not a usable tokenizer" in _one_error_line(done)

@@ -1,0 +1,153 @@
+"""The transport-free core: what a request means and how it is answered, for every front.
+
+    texts + EmbedOptions --plan()--> a validated plan (prompt, truncation, dims, encoding)
+        --tokenizer--> token ids --scheduler (batches by the runtime's policy)--> unit vectors
+        --Matryoshka--> dims, re-normalised --encoding--> float32 / int8 / uint8 / binary
+
+Every failure is a `RequestError` whose `ErrorKind` each front maps to its status codes in one
+table (service/servicer.py for gRPC). Limits are checked here, before any work is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from embedrpc.service import __version__
+from embedrpc.service.encoding import Calibration, Encoding, Range, matryoshka, quantize
+from embedrpc.service.errors import ErrorKind, RequestError, invalid
+from embedrpc.service.manifest import Manifest
+from embedrpc.service.scheduler import Scheduler
+from embedrpc.service.selection import Choice
+from embedrpc.service.tokenization import BundleTokenizer, Truncation
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    max_batch_tokens: int
+    max_queue: int
+    max_input_tokens: int
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What a request asks for; None means the model's default."""
+
+    prompt_name: str | None = None  # "query", "document", ...
+    truncation: Truncation = Truncation.NONE
+    dimensions: int | None = None  # a Matryoshka size
+    normalize: bool | None = None  # re-normalise after Matryoshka truncation (default: yes)
+    encoding: Encoding = Encoding.FLOAT32
+
+
+@dataclass(frozen=True)
+class Plan:
+    prompt: str
+    truncation: Truncation
+    dims: int
+    normalize: bool
+    encoding: Encoding
+    value_range: Range | None  # int8/uint8 calibration range
+
+
+@dataclass(frozen=True)
+class Embedded:
+    rows: np.ndarray  # float32 [n, dims], or packed int8/uint8 rows
+    dims: int
+    encoding: Encoding
+    token_counts: list[int]
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    ids: list[list[int]]
+    tokens: list[list[str]]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What GetInfo (and any front's info call) reports."""
+
+    model: str
+    revision: str
+    task: str
+    runtime: str
+    runtime_reason: str
+    artifact: str
+    precision: str
+    hidden_size: int
+    matryoshka_dims: list[int]
+    max_input_tokens: int
+    prompts: dict[str, str]
+    default_prompt_name: str
+    max_batch_tokens: int
+    max_queue: int
+    server_version: str = __version__
+
+
+class Embedder:
+    def __init__(self, manifest: Manifest, tokenizer: BundleTokenizer, scheduler: Scheduler,
+                 choice: Choice, limits: ServingLimits):
+        self.manifest, self.tokenizer, self.scheduler = manifest, tokenizer, scheduler
+        self.choice, self.limits = choice, limits
+        self.calibration = Calibration.from_manifest(manifest.calibration, manifest.hidden_size)
+        self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="embedrpc-tokenize")
+
+    def info(self) -> ModelInfo:
+        manifest, runtime = self.manifest, self.scheduler.runtime
+        return ModelInfo(
+            manifest.source.model, manifest.source.revision or "", manifest.source.task or "",
+            runtime.name, self.choice.reason, self.choice.artifact, runtime.precision,
+            manifest.hidden_size, list(manifest.matryoshka_dims), self.limits.max_input_tokens,
+            dict(manifest.prompts), manifest.default_prompt_name, self.limits.max_batch_tokens,
+            self.limits.max_queue)
+
+    def plan(self, inputs: Sequence[str], options: EmbedOptions) -> Plan:
+        """Check a request against the model and the limits; no work is done before this."""
+        if not inputs:
+            raise invalid("inputs is empty; send at least one text")
+        if len(inputs) > self.limits.max_queue:
+            raise invalid(f"{len(inputs)} inputs is over this server's queue of "
+                          f"{self.limits.max_queue}; split the request")
+        for index, text in enumerate(inputs):
+            if not text:
+                raise invalid(f"input {index} is empty")
+        prompt_name = options.prompt_name or self.manifest.default_prompt_name
+        if prompt_name not in self.manifest.prompts:
+            raise invalid(f"this model has no {prompt_name!r} prompt")
+        dims = self.manifest.hidden_size if options.dimensions is None else options.dimensions
+        if dims not in self.manifest.matryoshka_dims:
+            raise invalid(f"dimensions {dims} is not one of {self.manifest.matryoshka_dims}")
+        normalize = True if options.normalize is None else options.normalize
+        value_range = self.calibration.range_for(dims, normalize) \
+            if options.encoding in (Encoding.INT8, Encoding.UINT8) else None
+        return Plan(self.manifest.prompts[prompt_name], options.truncation, dims, normalize,
+                    options.encoding, value_range)
+
+    async def embed(self, inputs: Sequence[str], options: EmbedOptions) -> Embedded:
+        plan = self.plan(inputs, options)
+        sequences = await self._tokenize(list(inputs), plan)
+        vectors = await self.scheduler.embed(sequences)
+        shaped = matryoshka(vectors, plan.dims, plan.normalize)
+        return Embedded(quantize(shaped, plan.encoding, plan.value_range), plan.dims,
+                        plan.encoding, [len(s) for s in sequences])
+
+    async def tokenize(self, inputs: Sequence[str], options: EmbedOptions) -> Tokenized:
+        sequences = await self._tokenize(list(inputs), self.plan(inputs, options))
+        return Tokenized(sequences, [self.tokenizer.tokens_of(ids) for ids in sequences])
+
+    async def _tokenize(self, inputs: list[str], plan: Plan) -> list[list[int]]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenize_pool, self.tokenizer.encode, inputs, plan.prompt, plan.truncation,
+            self.limits.max_input_tokens)
+
+    def close(self) -> None:
+        self._tokenize_pool.shutdown(wait=False)
+
+
+__all__ = ["EmbedOptions", "Embedded", "Embedder", "ErrorKind", "ModelInfo", "Plan",
+           "RequestError", "ServingLimits", "Tokenized"]
