@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedrpc.service.errors import EmbedrpcError
+from embedrpc.service.layout import feed
+
 TASKS = ("retrieval", "text-matching", "clustering", "classification")
 SUPPORTED_MODEL_TYPES = ("qwen3", "jina_embeddings_v5")
 # The base repo's own configuration class subclasses Qwen3Config without changing it; these keys
@@ -25,7 +28,7 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "adapters/*/*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ExportError(Exception):
+class ExportError(EmbedrpcError):
     """A user-facing export failure; the message is one line saying what to do."""
 
 
@@ -62,9 +65,7 @@ class Checkpoint:
             if relative.startswith(".") or "/." in relative:
                 continue
             digest.update(relative.encode() + b"\0")
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            feed(digest, file)
         return digest.hexdigest()
 
 

@@ -7,25 +7,24 @@ from here and nowhere else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from embedrpc.service import layout
+from embedrpc.service.errors import EmbedrpcError
+from embedrpc.service.layout import sha256_file
+
 SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+MANIFEST_NAME = layout.MANIFEST
+# What every runtime computes: the last token's hidden state, L2-normalised. A manifest that
+# asks for anything else is refused, never served as if it said this.
+SERVED_POOLING, SERVED_NORMALIZE = "last", True
+PADDING_SIDES = ("left", "right")
 
 
-class BundleError(Exception):
+class BundleError(EmbedrpcError):
     """The bundle is missing, malformed, or its files do not match the manifest."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -48,7 +47,10 @@ class Parity:
     mean_cosine: float
     max_abs_diff: float
     bar: float
-    passed: bool
+    passed: bool = False
+
+    def __post_init__(self):
+        self.passed = bool(self.min_cosine >= self.bar)  # NaN (nothing measured) never passes
 
 
 @dataclass
@@ -109,6 +111,16 @@ class Manifest:
         raise BundleError(f"bundle has no artifact {name!r}; it has "
                           f"{', '.join(a.name for a in self.artifacts) or 'none'}")
 
+    def check_servable(self) -> None:
+        """Refuse, in one line, what the manifest promises but no runtime does."""
+        if self.pooling != SERVED_POOLING or self.normalize is not SERVED_NORMALIZE:
+            raise BundleError(f"the manifest asks for pooling {self.pooling!r} with normalize "
+                              f"{self.normalize!r}; embedrpc serves last-token pooling, "
+                              f"L2-normalised, only")
+        if self.tokenizer.padding_side not in PADDING_SIDES:
+            raise BundleError(f"the manifest's tokenizer.padding_side "
+                              f"{self.tokenizer.padding_side!r} is not left or right")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
 
@@ -134,10 +146,12 @@ class Manifest:
                 artifacts.append(Artifact(**raw))
             fields = {k: v for k, v in data.items()
                       if k not in ("tokenizer", "artifacts", "source")}
-            return cls(source=Source(**data["source"]), tokenizer=TokenizerInfo(**tokenizer),
-                       artifacts=artifacts, **fields)
+            manifest = cls(source=Source(**data["source"]),
+                           tokenizer=TokenizerInfo(**tokenizer), artifacts=artifacts, **fields)
         except (KeyError, TypeError) as exc:
             raise BundleError(f"malformed manifest: {exc}") from exc
+        manifest.check_servable()
+        return manifest
 
 
 def load_manifest(bundle_dir: Path) -> Manifest:
@@ -159,7 +173,8 @@ def verify_files(bundle_dir: Path, entries: list[FileEntry]) -> list[str]:
         if not full.is_file():
             problems.append(f"{entry.path}: missing")
         elif full.stat().st_size != entry.bytes:
-            problems.append(f"{entry.path}: {full.stat().st_size} bytes, manifest says {entry.bytes}")
+            problems.append(f"{entry.path}: {full.stat().st_size} bytes, manifest says "
+                            f"{entry.bytes}")
         elif sha256_file(full) != entry.sha256:
             problems.append(f"{entry.path}: sha256 does not match the manifest")
     return problems
@@ -173,4 +188,5 @@ def verify_bundle(bundle_dir: Path, manifest: Manifest, artifacts: list[str] | N
             entries.extend(artifact.files)
     problems = verify_files(bundle_dir, entries)
     if problems:
-        raise BundleError(f"bundle {bundle_dir} does not match its manifest: " + "; ".join(problems))
+        raise BundleError(f"bundle {bundle_dir} does not match its manifest: "
+                          + "; ".join(problems))

@@ -1,0 +1,45 @@
+"""Where everything lives inside a bundle directory: the one module that knows the layout.
+
+    manifest.json            the contract (service/manifest.py)
+    tokenizer.json           the checkpoint's tokenizer (plus tokenizer_config.json etc.)
+    onnx/<precision>/model.onnx   (+ model.onnx.data)
+    gguf/model-<precision>.gguf
+    parity/probes.json       probe texts and prompt names
+    parity/oracle.npy        sentence-transformers vectors for the probes
+    parity/report.txt        the parity table
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+PROBES = "parity/probes.json"
+ORACLE = "parity/oracle.npy"
+REPORT = "parity/report.txt"
+
+
+def artifact_dir(format: str, precision: str) -> str:
+    return f"onnx/{precision}" if format == "onnx" else "gguf"
+
+
+def artifact_file(format: str, precision: str) -> str:
+    """The file a runtime opens, relative to the bundle root."""
+    if format == "onnx":
+        return f"{artifact_dir(format, precision)}/model.onnx"
+    return f"{artifact_dir(format, precision)}/model-{precision}.gguf"
+
+
+def feed(digest, path: Path) -> None:
+    """Add a file's bytes to a hashlib digest, a megabyte at a time."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    feed(digest, path)
+    return digest.hexdigest()
