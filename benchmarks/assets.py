@@ -12,7 +12,7 @@ FORMATS = "onnx-fp32,onnx-int8,gguf-f16,gguf-q8_0"
 def bundle(shape: str = "qwen3-0.6b") -> tuple[Path, Path]:
     """(checkpoint, bundle) at `shape`, exporting on first use (~8 minutes on 2 cores)."""
     from embedrpc.export.pipeline import export_bundle
-    from embedrpc.export.random_checkpoint import build_random_checkpoint
+    from fixtures.random_checkpoint import build_random_checkpoint
 
     checkpoint = CACHE / f"{shape}-checkpoint"
     out = CACHE / f"{shape}-bundle"

@@ -1,1 +1,2 @@
-"""Offline conversion of a Hugging Face checkpoint into an embedrpc bundle (needs the `export` extra)."""
+"""Offline conversion of a Hugging Face checkpoint into an embedrpc bundle (the `export`
+extra)."""

@@ -9,7 +9,7 @@ bash scripts/install.sh
 WORK=${DEMO_DIR:-demo}
 PORT=${DEMO_PORT:-50151}
 BIN=.venv/bin
-$BIN/python -m embedrpc.export.random_checkpoint "$WORK/checkpoint" --shape tiny --max-seq-length 512
+$BIN/python -m fixtures.random_checkpoint "$WORK/checkpoint" --shape tiny --max-seq-length 512
 $BIN/embedrpc export "$WORK/checkpoint" --out "$WORK/bundle" --force
 $BIN/embedrpc validate "$WORK/bundle"
 

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from embedrpc.export.random_checkpoint import (build_random_checkpoint, default_cache_dir,
-                                               fetch_qwen3_tokenizer)
+from fixtures.random_checkpoint import (
+    build_random_checkpoint,
+    default_cache_dir,
+    fetch_qwen3_tokenizer,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -7,7 +7,7 @@ import torch
 from benchmarks import limit, report
 from benchmarks.engines import Result
 from benchmarks.workload import make_workload
-from embedrpc.export.random_checkpoint import qwen3_config
+from fixtures.random_checkpoint import qwen3_config
 
 
 def test_flops_per_token_counts_every_projection():

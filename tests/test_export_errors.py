@@ -7,9 +7,7 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
-from embedrpc.export import pipeline
+from embedrpc.export import formats, onnx_export
 from embedrpc.export.staging import restore_interrupted_publish
 from embedrpc.service.cli import main
 
@@ -51,7 +49,8 @@ def test_unsupported_architecture(capsys, tmp_path):
         {"model_type": "bert", "architectures": ["BertModel"]}))
     code, err = run_export(capsys, checkpoint, "--out", tmp_path / "out")
     assert code == 2
-    assert "model_type 'bert' (BertModel) is not supported; supported: qwen3" in only_error_line(err)
+    assert ("model_type 'bert' (BertModel) is not supported; supported: qwen3, "
+            "jina_embeddings_v5") in only_error_line(err)
 
 
 def test_non_empty_out_needs_force(capsys, tmp_path, tiny_checkpoint):
@@ -178,7 +177,7 @@ def test_interrupted_export_leaves_no_bundle(capsys, tmp_path, tiny_checkpoint, 
     def disk_full(*_args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline.onnx_export, "quantize_int8", disk_full)
+    monkeypatch.setattr(onnx_export, "quantize_int8", disk_full)
     code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
                            "--probe-max-tokens", "32")
     assert code == 2
@@ -187,8 +186,8 @@ def test_interrupted_export_leaves_no_bundle(capsys, tmp_path, tiny_checkpoint, 
 
 
 def test_parity_below_bar_fails(capsys, tmp_path, tiny_checkpoint, monkeypatch):
-    strict = pipeline.FormatSpec("onnx-int8", "onnx", "int8", 0.9999999, "onnx/int8")
-    monkeypatch.setitem(pipeline.FORMATS, "onnx-int8", strict)
+    strict = formats.FormatSpec("onnx-int8", "onnx", "int8", 0.9999999)
+    monkeypatch.setitem(formats.FORMATS, "onnx-int8", strict)
     code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
                            "--formats", "onnx-int8", "--probe-max-tokens", "32")
     assert code == 2

@@ -12,13 +12,14 @@ import gguf
 import numpy as np
 import pytest
 
-from embedrpc.export.random_checkpoint import JINA_CODE_MODULES, jina_base_config
+from embedrpc.export.formats import BARS
 from embedrpc.service.manifest import load_manifest
 from embedrpc.v1 import embedding_pb2 as pb
+from fixtures.random_checkpoint import JINA_CODE_MODULES, jina_base_config
 
 from conftest import cached_checkpoint, exported_bundle
 from server_support import LoopbackServer, vectors_of
-from test_export import BARS, FRESH_TEXTS, min_cosine, plain_qwen3_dir, st_oracle
+from test_export import FRESH_TEXTS, min_cosine, plain_qwen3_dir, st_oracle
 
 ROPE_BASE = 3_500_000.0
 
