@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install (idempotent) and run the whole test suite. Extra arguments go to pytest.
+# Install (idempotent), lint and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

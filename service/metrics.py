@@ -25,7 +25,8 @@ class Metrics:
         self.batch_requests = Histogram("embedrpc_batch_requests",
                                         "Distinct requests sharing an inference batch",
                                         buckets=_SIZE_BUCKETS, registry=registry)
-        self.queue_seconds = Histogram("embedrpc_queue_seconds", "Time an input waits for its batch",
+        self.queue_seconds = Histogram("embedrpc_queue_seconds",
+                                       "Time an input waits for its batch",
                                        buckets=_LATENCY_BUCKETS, registry=registry)
         self.inference_seconds = Histogram("embedrpc_inference_seconds", "Time of one batch",
                                            buckets=_LATENCY_BUCKETS, registry=registry)
