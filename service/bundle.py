@@ -42,4 +42,8 @@ class Bundle:
         return KINDS[kind].open(self, artifact, options or self.runtime_options())
 
     def path_of(self, artifact: Artifact) -> Path:
-        return self.root / artifact.path
+        """The verified file a runtime opens: never outside the bundle."""
+        try:
+            return layout.inside(self.root, artifact.path)
+        except ValueError as exc:
+            raise BundleError(f"artifact {artifact.name}: {exc}") from exc

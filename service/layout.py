@@ -19,6 +19,7 @@ TOKENIZER = "tokenizer.json"
 PROBES = "parity/probes.json"
 ORACLE = "parity/oracle.npy"
 REPORT = "parity/report.txt"
+FORMATS = ("onnx", "gguf")
 
 
 def artifact_dir(format: str, precision: str) -> str:
@@ -30,6 +31,24 @@ def artifact_file(format: str, precision: str) -> str:
     if format == "onnx":
         return f"{artifact_dir(format, precision)}/model.onnx"
     return f"{artifact_dir(format, precision)}/model-{precision}.gguf"
+
+
+def is_bundle_path(relative: str) -> bool:
+    """A relative POSIX path with no `..`, no absolute root and no empty parts."""
+    parts = relative.split("/")
+    return bool(relative) and not relative.startswith("/") and "\\" not in relative \
+        and all(part not in ("", ".", "..") for part in parts)
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refused (ValueError) unless it stays inside the bundle once links are
+    followed: no absolute paths, no `..`, no symbolic links out."""
+    if not is_bundle_path(relative):
+        raise ValueError(f"{relative!r} is not a plain path inside the bundle")
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ValueError(f"{relative!r} leads outside the bundle (to {target})")
+    return target
 
 
 def feed(digest, path: Path) -> None:

@@ -8,10 +8,11 @@ from here and nowhere else.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from embedrpc.service import layout
+from embedrpc.service import layout, schema
 from embedrpc.service.errors import EmbedrpcError
 from embedrpc.service.layout import sha256_file
 
@@ -130,28 +131,83 @@ class Manifest:
         return target
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
+    def from_dict(cls, data) -> "Manifest":
+        if not isinstance(data, dict):
+            raise BundleError(f"malformed manifest: the document must be an object, not "
+                              f"{type(data).__name__}")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BundleError(f"manifest schema_version {version!r} is not supported "
                               f"(this embedrpc reads {SCHEMA_VERSION})")
         try:
-            tokenizer = dict(data["tokenizer"])
-            tokenizer["files"] = [FileEntry(**f) for f in tokenizer["files"]]
-            artifacts = []
-            for raw in data.get("artifacts", []):
-                raw = dict(raw)
-                raw["files"] = [FileEntry(**f) for f in raw["files"]]
-                raw["parity"] = Parity(**raw["parity"]) if raw.get("parity") else None
-                artifacts.append(Artifact(**raw))
-            fields = {k: v for k, v in data.items()
-                      if k not in ("tokenizer", "artifacts", "source")}
-            manifest = cls(source=Source(**data["source"]),
-                           tokenizer=TokenizerInfo(**tokenizer), artifacts=artifacts, **fields)
-        except (KeyError, TypeError) as exc:
+            manifest = schema.build(cls, data)
+        except schema.SchemaError as exc:
             raise BundleError(f"malformed manifest: {exc}") from exc
-        manifest.check_servable()
+        manifest.check()
         return manifest
+
+    def check(self) -> None:
+        """Refuse, in one line, a manifest whose values no server could honour: sizes out of
+        range, files outside the bundle, artifacts not where their name says."""
+        problems = []
+        if self.hidden_size < 1:
+            problems.append(f"hidden_size {self.hidden_size} is not positive")
+        if not self.matryoshka_dims or self.matryoshka_dims != sorted(set(self.matryoshka_dims)) \
+                or self.matryoshka_dims[0] < 1 or self.matryoshka_dims[-1] != self.hidden_size:
+            problems.append(f"matryoshka_dims {self.matryoshka_dims} must rise from 1 or more to "
+                            f"hidden_size {self.hidden_size}")
+        if self.max_input_tokens < 1:
+            problems.append(f"max_input_tokens {self.max_input_tokens} is not positive")
+        if self.default_prompt_name not in self.prompts:
+            problems.append(f"default_prompt_name {self.default_prompt_name!r} is not among the "
+                            f"prompts {sorted(self.prompts)}")
+        if self.tokenizer.pad_token_id < 0:
+            problems.append("tokenizer.pad_token_id is negative")
+        if layout.TOKENIZER not in [f.path for f in self.tokenizer.files]:
+            problems.append(f"tokenizer.files does not list {layout.TOKENIZER}")
+        problems += self._artifact_problems() + self._calibration_problems()
+        for entry in [*self.tokenizer.files, *(f for a in self.artifacts for f in a.files)]:
+            if not layout.is_bundle_path(entry.path):
+                problems.append(f"file {entry.path!r} is not a plain path inside the bundle")
+            if entry.bytes < 0 or len(entry.sha256) != 64:
+                problems.append(f"file {entry.path!r} has no valid size and sha256")
+        if problems:
+            raise BundleError(f"invalid manifest: {'; '.join(problems[:3])}"
+                              f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}")
+        self.check_servable()
+
+    def _artifact_problems(self) -> list[str]:
+        problems = []
+        for artifact in self.artifacts:
+            expected = layout.artifact_file(artifact.format, artifact.precision)
+            if artifact.format not in layout.FORMATS or \
+                    artifact.name != f"{artifact.format}-{artifact.precision}":
+                problems.append(f"artifact {artifact.name!r} is not <format>-<precision> of a "
+                                f"known format ({', '.join(layout.FORMATS)})")
+            elif artifact.path != expected:
+                problems.append(f"artifact {artifact.name} must be at {expected}, not "
+                                f"{artifact.path!r}")
+            elif artifact.path not in [f.path for f in artifact.files]:
+                problems.append(f"artifact {artifact.name}'s file {artifact.path} is not among "
+                                f"its checksummed files")
+        if len({a.name for a in self.artifacts}) != len(self.artifacts):
+            problems.append("an artifact is listed twice")
+        return problems
+
+    def _calibration_problems(self) -> list[str]:
+        ranges = self.calibration.get("ranges", {})
+        if not isinstance(ranges, dict):
+            return ["calibration.ranges must be an object"]
+        problems = []
+        for dims, bounds in ranges.items():
+            size = int(dims) if str(dims).isdigit() else None
+            if size not in self.matryoshka_dims or not isinstance(bounds, dict) or any(
+                    not isinstance(bounds.get(k), list) or len(bounds[k]) != size
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                               for v in bounds[k]) for k in ("min", "max")):
+                problems.append(f"calibration.ranges[{dims!r}] is not min/max lists of "
+                                f"{dims} finite numbers for a Matryoshka size")
+        return problems
 
 
 def load_manifest(bundle_dir: Path) -> Manifest:
@@ -160,7 +216,7 @@ def load_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"{bundle_dir} is not an embedrpc bundle (no {MANIFEST_NAME})")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: invalid JSON: {exc}") from exc
     return Manifest.from_dict(data)
 
@@ -169,7 +225,11 @@ def verify_files(bundle_dir: Path, entries: list[FileEntry]) -> list[str]:
     """Problems found when checking `entries` against the files on disk (empty when all match)."""
     problems = []
     for entry in entries:
-        full = Path(bundle_dir) / entry.path
+        try:
+            full = layout.inside(Path(bundle_dir), entry.path)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
         if not full.is_file():
             problems.append(f"{entry.path}: missing")
         elif full.stat().st_size != entry.bytes:

@@ -19,7 +19,7 @@ import numpy as np
 from embedrpc.service.batching import take_batch
 from embedrpc.service.errors import ErrorKind, RequestError
 from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes import Runtime
+from embedrpc.service.runtimes import Runtime, RuntimeFailure
 
 FAILURES_BEFORE_NOT_SERVING = 3
 
@@ -37,6 +37,18 @@ class _Item:
     index: int
     ids: list[int]
     enqueued: float
+
+
+def checked_batch(runtime: Runtime, sequences: list[list[int]]) -> np.ndarray:
+    """One forward pass whose every value is finite: a NaN is a failed batch, never an answer."""
+    vectors = runtime.embed_batch(sequences)
+    if vectors.shape[0] != len(sequences):
+        raise RuntimeFailure(f"the runtime returned {vectors.shape[0]} vectors for "
+                             f"{len(sequences)} inputs")
+    if not np.isfinite(vectors).all():
+        raise RuntimeFailure("the runtime returned non-finite values (NaN or infinity); the "
+                             "artifact or the runtime is broken")
+    return vectors
 
 
 class Scheduler:
@@ -114,8 +126,8 @@ class Scheduler:
             batch = self._take_batch()
             started = time.monotonic()
             try:
-                vectors = await loop.run_in_executor(self._executor, self.runtime.embed_batch,
-                                                     [item.ids for item in batch])
+                vectors = await loop.run_in_executor(self._executor, checked_batch,
+                                                     self.runtime, [item.ids for item in batch])
             except Exception as exc:  # any runtime failure fails the batch's requests
                 self._fail(batch, exc)
                 continue

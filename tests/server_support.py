@@ -45,10 +45,11 @@ class GatedRuntime(Runtime):
 class LoopbackServer:
     """An EmbedServer on 127.0.0.1 with its own event loop thread."""
 
-    def __init__(self, bundle, gated: bool = False, **options):
+    def __init__(self, bundle, gated: bool = False, choice=None, **options):
+        """`choice`: serve this runtime and artifact without a self-check."""
         config = replace(ServerConfig(str(bundle)), host="127.0.0.1", port=0, metrics_port=0,
                          **options)
-        plain = EmbedServer(config)
+        plain = EmbedServer(config, choice=choice)
         runtime = GatedRuntime(plain.runtime) if gated else None
         self.server = EmbedServer(config, runtime=runtime, choice=plain.choice) if gated else plain
         self.runtime = self.server.runtime
