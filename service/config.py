@@ -25,7 +25,10 @@ class ServerConfig:
     kv_type: str = "f32"  # llama.cpp KV cache type
     batch_invariant: bool = False  # llama.cpp: one sequence per decode (ONNX always is)
     grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight work
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = 4 * 1024 * 1024  # largest request received
+    max_concurrent_streams: int = 100  # RPCs at once on one connection
+    max_connection_age_seconds: float = 0.0  # 0: connections live on; else closed (gracefully)
+    keepalive_seconds: float = 60.0  # ping an idle connection this often; dead peers dropped
     export_cache: str | None = None  # where a model id / checkpoint is exported to
     cache: str | None = None  # embedrpc's cache (self-check verdicts); default cache_dir()
 
@@ -41,7 +44,12 @@ _HELP = {
     "batch_invariant": "llama.cpp: decode one text per pass, so a vector never depends on its "
                        "batch-mates (slower; ONNX runtimes always are)",
     "grace_seconds": "SIGTERM drain time for in-flight requests",
-    "max_message_bytes": "largest gRPC message received or sent",
+    "max_message_bytes": "largest gRPC request message accepted (responses are not capped)",
+    "max_concurrent_streams": "most RPCs in flight on one client connection",
+    "max_connection_age_seconds": "close connections this old, after their RPCs finish, so "
+                                  "load balancers can rebalance (0: never)",
+    "keepalive_seconds": "ping idle connections this often and drop those that do not answer; "
+                         "clients may ping no more often than every 10 s",
     "export_cache": "directory for bundles exported from a model id or checkpoint",
     "cache": "embedrpc's cache directory: self-check verdicts per host (default "
              "$XDG_CACHE_HOME/embedrpc or ~/.cache/embedrpc)",

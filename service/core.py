@@ -128,10 +128,12 @@ class Embedder:
         return Plan(self.manifest.prompts[prompt_name], options.truncation, dims, normalize,
                     options.encoding, value_range)
 
-    async def embed(self, inputs: Sequence[str], options: EmbedOptions) -> Embedded:
+    async def embed(self, inputs: Sequence[str], options: EmbedOptions,
+                    wait_for_room: bool = False) -> Embedded:
+        """`wait_for_room`: wait while the queue is full instead of RESOURCE_EXHAUSTED."""
         plan = self.plan(inputs, options)
         sequences = await self._tokenize(list(inputs), plan)
-        vectors = await self.scheduler.embed(sequences)
+        vectors = await self.scheduler.embed(sequences, wait_for_room)
         shaped = matryoshka(vectors, plan.dims, plan.normalize)
         return Embedded(quantize(shaped, plan.encoding, plan.value_range), plan.dims,
                         plan.encoding, [len(s) for s in sequences])

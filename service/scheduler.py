@@ -22,6 +22,7 @@ from embedrpc.service.metrics import Metrics
 from embedrpc.service.runtimes import Runtime, RuntimeFailure
 
 FAILURES_BEFORE_NOT_SERVING = 3
+PICK_WINDOW = 256  # a batch is formed from this many of the oldest waiting inputs
 
 
 @dataclass(eq=False)
@@ -63,6 +64,7 @@ class Scheduler:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._failures = 0
+        self._room_waiters: list[asyncio.Future] = []  # streams waiting for queue space
 
     @property
     def queued(self) -> int:
@@ -71,14 +73,24 @@ class Scheduler:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="embedrpc-scheduler")
 
-    async def embed(self, sequences: list[list[int]]) -> np.ndarray:
-        """Vectors for `sequences`, in order, once every one has been through a batch."""
+    async def embed(self, sequences: list[list[int]], wait_for_room: bool = False
+                    ) -> np.ndarray:
+        """Vectors for `sequences`, in order, once every one has been through a batch.
+
+        A full queue is RESOURCE_EXHAUSTED at once, or, with `wait_for_room` (a stream's
+        requests: their reader then stops reading, which HTTP/2 flow control passes back to
+        the client), a wait until the queue has drained enough.
+        """
+        while len(self._pending) + len(sequences) > self.max_queue and not self._closing:
+            if not wait_for_room:
+                raise RequestError(ErrorKind.RESOURCE_EXHAUSTED,
+                                   f"the queue holds {len(self._pending)} of {self.max_queue} "
+                                   f"inputs; retry later")
+            room = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(room)
+            await room
         if self._closing:
             raise RequestError(ErrorKind.UNAVAILABLE, "the server is shutting down")
-        if len(self._pending) + len(sequences) > self.max_queue:
-            raise RequestError(ErrorKind.RESOURCE_EXHAUSTED,
-                               f"the queue holds {len(self._pending)} of {self.max_queue} "
-                               f"inputs; retry later")
         job = _Job(asyncio.get_running_loop().create_future(), [None] * len(sequences),
                    len(sequences))
         now = time.monotonic()
@@ -94,6 +106,7 @@ class Scheduler:
     async def close(self) -> None:
         """Take no new work, finish what is queued, then stop."""
         self._closing = True
+        self._wake_room_waiters()
         self._wake.set()
         if self._task is not None:
             await self._task
@@ -101,16 +114,28 @@ class Scheduler:
 
     def _queue_changed(self) -> None:
         self.metrics.queue_depth.set(len(self._pending))
+        if len(self._pending) < self.max_queue:
+            self._wake_room_waiters()
+
+    def _wake_room_waiters(self) -> None:
+        """Each waiter checks the room again; those that still do not fit wait again."""
+        waiters, self._room_waiters = self._room_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _drop(self, job: _Job) -> None:
         self._pending = [item for item in self._pending if item.job is not job]
         self._queue_changed()
 
     def _take_batch(self) -> list[_Item]:
-        chosen = take_batch([len(item.ids) for item in self._pending], self.runtime.policy)
+        """A batch from the PICK_WINDOW oldest inputs: bounded work per pick, however deep the
+        queue (a pick over 10,000 queued inputs once took 7.6 ms)."""
+        window = self._pending[:PICK_WINDOW]
+        chosen = take_batch([len(item.ids) for item in window], self.runtime.policy)
         taken = set(chosen)
-        batch = [self._pending[i] for i in chosen]
-        self._pending = [item for i, item in enumerate(self._pending) if i not in taken]
+        batch = [window[i] for i in chosen]
+        self._pending[:PICK_WINDOW] = [item for i, item in enumerate(window) if i not in taken]
         self._queue_changed()
         return batch
 

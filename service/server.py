@@ -27,7 +27,7 @@ from embedrpc.service.scheduler import Scheduler
 from embedrpc.service.selection import Choice, choose, plan
 from embedrpc.service.selfcheck import SelfCheck, VerdictCache
 from embedrpc.service.servicer import EmbeddingServicer
-from embedrpc.v1 import embedding_pb2, embedding_pb2_grpc
+from embedrpc.v1 import embedding_pb2
 
 log = logging.getLogger("embedrpc")
 SERVICE_NAME = embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name
@@ -79,6 +79,26 @@ def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) 
                             VerdictCache(cache_dir(config.cache) / "selfcheck")))
 
 
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+
+
+def channel_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC core settings: message size, streams per connection, keepalive enforcement and
+    connection age (so a load balancer's new replicas get traffic)."""
+    options = [("grpc.max_receive_message_length", config.max_message_bytes),
+               ("grpc.max_send_message_length", -1),
+               ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+               ("grpc.keepalive_time_ms", int(config.keepalive_seconds * 1000)),
+               ("grpc.keepalive_timeout_ms", 20_000),
+               ("grpc.keepalive_permit_without_calls", 1),
+               ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+               ("grpc.http2.max_ping_strikes", 2)]
+    if config.max_connection_age_seconds > 0:
+        options += [("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+                    ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000))]
+    return options
+
+
 class EmbedServer:
     def __init__(self, config: ServerConfig, runtime: Runtime | None = None,
                  choice: Choice | None = None):
@@ -106,10 +126,8 @@ class EmbedServer:
         self.embedder = Embedder(manifest, self.bundle.tokenizer(), self.scheduler, self.choice,
                                  self.limits)
         self.servicer = EmbeddingServicer(self.embedder, self.metrics)
-        options = [("grpc.max_receive_message_length", config.max_message_bytes),
-                   ("grpc.max_send_message_length", config.max_message_bytes)]
-        self.server = grpc.aio.server(options=options)
-        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(self.servicer, self.server)
+        self.server = grpc.aio.server(options=channel_options(config))
+        self.servicer.add_to(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -136,8 +154,10 @@ class EmbedServer:
             asyncio.ensure_future(self.health.set(service, status))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking RPCs (new ones get UNAVAILABLE), let in-flight ones finish, shut down."""
+        """Stop taking RPCs (new ones get UNAVAILABLE) and reading streams, let in-flight ones
+        finish, shut down."""
         await self.health.enter_graceful_shutdown()
+        self.servicer.drain()
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.scheduler.close()
         self.embedder.close()

@@ -21,10 +21,16 @@ class Truncation(enum.Enum):
     LEFT = "left"  # keep the end of the text (the prompt is kept too)
 
 
+# How many characters one token can stand for at most: its longest vocabulary entry, times 3
+# for Unicode composition (NFC can fold up to three code points into one). A text longer than
+# that many characters per allowed token cannot fit.
+COMPOSITION_FACTOR = 3
+
+
 class InputTooLong(RequestError):
-    def __init__(self, index: int, tokens: int, limit: int):
+    def __init__(self, index: int, tokens: int, limit: int, unit: str = "tokens"):
         super().__init__(ErrorKind.INVALID_ARGUMENT,
-                         f"input {index} has {tokens} tokens, over the limit of {limit}; "
+                         f"input {index} has {tokens} {unit}, over the limit of {limit} tokens; "
                          f"shorten it or ask for truncation")
         self.index, self.tokens, self.limit = index, tokens, limit
 
@@ -58,6 +64,14 @@ class BundleTokenizer:
         self._tokenizer.no_padding()
         self.special = SpecialTokens.probe(tokenizer)
         self.max_input_tokens = max_input_tokens
+        # A vocabulary entry's length: its bytes for byte-level BPE (one symbol a byte), its
+        # characters otherwise; either way no fewer than the characters it covers.
+        self.chars_per_token = COMPOSITION_FACTOR * max(
+            len(token) for token in tokenizer.get_vocab(with_added_tokens=True))
+
+    def max_chars(self, tokens: int) -> int:
+        """A text longer than this cannot fit in `tokens`: found without tokenising it."""
+        return tokens * self.chars_per_token
 
     @classmethod
     def from_file(cls, path: Path, max_input_tokens: int) -> "BundleTokenizer":
@@ -87,6 +101,7 @@ class BundleTokenizer:
         budget = limit - len(self.special.prefix) - len(self.special.suffix)
         prompt_tokens = len(self._tokenizer.encode(prompt, add_special_tokens=False).ids) \
             if prompt and truncation is Truncation.LEFT else 0
+        texts = [self._bounded(index, text, limit, truncation) for index, text in enumerate(texts)]
         encodings = self._tokenizer.encode_batch([prompt + text for text in texts],
                                                  add_special_tokens=False)
         result = []
@@ -97,6 +112,16 @@ class BundleTokenizer:
                                      prompt_tokens)
             result.append([*self.special.prefix, *ids, *self.special.suffix])
         return result
+
+    def _bounded(self, index: int, text: str, limit: int, truncation: "Truncation") -> str:
+        """Megabytes are never tokenised: too long without truncation is refused at once; with
+        truncation only the kept end is tokenised (far more characters than the limit needs)."""
+        most = self.max_chars(limit)
+        if len(text) <= most:
+            return text
+        if truncation is Truncation.NONE:
+            raise InputTooLong(index, len(text), limit, "characters")
+        return text[:most] if truncation is Truncation.RIGHT else text[-most:]
 
     def _truncate(self, index, ids, budget, limit, truncation, prompt, encoding, prompt_tokens):
         full_length = len(ids) + len(self.special.prefix) + len(self.special.suffix)

@@ -9,7 +9,7 @@ import numpy as np
 from embedrpc.service.batching import BatchPolicy
 from embedrpc.service.metrics import Metrics
 from embedrpc.service.runtimes import Runtime
-from embedrpc.service.scheduler import Scheduler
+from embedrpc.service.scheduler import PICK_WINDOW, Scheduler
 
 
 class Recorder(Runtime):
@@ -26,11 +26,11 @@ class Recorder(Runtime):
         return np.array([[len(s), 1.0] for s in sequences], dtype=np.float32)
 
 
-def run(runtime: Recorder, lengths: list[int]) -> list[list[int]]:
+def run(runtime: Recorder, lengths: list[int], max_queue: int = 100) -> list[list[int]]:
     """Queue one request per length before the loop starts; return the batches formed."""
 
     async def main():
-        scheduler = Scheduler(runtime, max_queue=100, metrics=Metrics())
+        scheduler = Scheduler(runtime, max_queue=max_queue, metrics=Metrics())
         jobs = [asyncio.ensure_future(scheduler.embed([[1] * n])) for n in lengths]
         await asyncio.sleep(0)  # every request queued
         scheduler.start()
@@ -69,3 +69,11 @@ def test_offline_planning_forms_the_batches_the_scheduler_forms():
         runtime.batches = []
         runtime.embed([[1] * n for n in lengths])
         assert runtime.batches == served
+
+
+def test_a_pick_looks_at_the_oldest_window_only():
+    """Bounded work per batch however deep the queue: the perfect length match queued after
+    the window waits for a later batch."""
+    lengths = [100] + [5] * PICK_WINDOW + [100]
+    batches = run(Recorder(pads=True, ratio=None), lengths, max_queue=len(lengths))
+    assert batches[0].count(100) == 1 and len(batches[0]) == 4096 // 100
