@@ -24,6 +24,7 @@ class ServerConfig:
     threads: int = 0  # inference threads; 0: all cores
     kv_type: str = "f32"  # llama.cpp KV cache type
     batch_invariant: bool = False  # llama.cpp: one sequence per decode (ONNX always is)
+    in_process: bool = False  # run the runtime in the server process, without crash isolation
     grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight work
     max_message_bytes: int = 4 * 1024 * 1024  # largest request received
     max_concurrent_streams: int = 100  # RPCs at once on one connection
@@ -44,6 +45,8 @@ _HELP = {
     "batch_invariant": "llama.cpp: decode one text per pass, so a vector never depends on its "
                        "batch-mates (slower; ONNX runtimes always are)",
     "grace_seconds": "SIGTERM drain time for in-flight requests",
+    "in_process": "run inference in the server process instead of a crash-isolated worker "
+                  "(a native crash then kills the server)",
     "max_message_bytes": "largest gRPC request message accepted (responses are not capped)",
     "max_concurrent_streams": "most RPCs in flight on one client connection",
     "max_connection_age_seconds": "close connections this old, after their RPCs finish, so "

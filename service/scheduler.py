@@ -19,7 +19,7 @@ import numpy as np
 from embedrpc.service.batching import take_batch
 from embedrpc.service.errors import ErrorKind, RequestError
 from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes import Runtime, RuntimeFailure
+from embedrpc.service.runtimes import Runtime, RuntimeFailure, RuntimeUnavailable
 
 FAILURES_BEFORE_NOT_SERVING = 3
 PICK_WINDOW = 256  # a batch is formed from this many of the oldest waiting inputs
@@ -79,9 +79,10 @@ class Scheduler:
 
         A full queue is RESOURCE_EXHAUSTED at once, or, with `wait_for_room` (a stream's
         requests: their reader then stops reading, which HTTP/2 flow control passes back to
-        the client), a wait until the queue has drained enough.
+        the client), a wait until the queue has drained enough. Waiting requests take only
+        half the queue (or an empty one), so streams never crowd out unary calls.
         """
-        while len(self._pending) + len(sequences) > self.max_queue and not self._closing:
+        while not self._closing and not self._has_room(len(sequences), wait_for_room):
             if not wait_for_room:
                 raise RequestError(ErrorKind.RESOURCE_EXHAUSTED,
                                    f"the queue holds {len(self._pending)} of {self.max_queue} "
@@ -112,9 +113,14 @@ class Scheduler:
             await self._task
         self._executor.shutdown(wait=True)
 
+    def _has_room(self, count: int, waiting: bool) -> bool:
+        if not waiting:
+            return len(self._pending) + count <= self.max_queue
+        return len(self._pending) + count <= self.max_queue // 2 or not self._pending
+
     def _queue_changed(self) -> None:
         self.metrics.queue_depth.set(len(self._pending))
-        if len(self._pending) < self.max_queue:
+        if len(self._pending) <= self.max_queue // 2:
             self._wake_room_waiters()
 
     def _wake_room_waiters(self) -> None:
@@ -184,12 +190,17 @@ class Scheduler:
         self._failures = 0
 
     def _fail(self, batch: list[_Item], exc: Exception) -> None:
-        self._failures += 1
+        """The batch's requests fail: UNAVAILABLE (retry) when the runtime is down for now, its
+        health reported by the runtime itself; INTERNAL otherwise, and three in a row turn
+        health NOT_SERVING until a batch succeeds."""
+        if isinstance(exc, RuntimeUnavailable):
+            error = RequestError(ErrorKind.UNAVAILABLE, str(exc))
+        else:
+            self._failures += 1
+            error = RequestError(ErrorKind.INTERNAL, f"inference failed: {exc}")
         for job in {item.job for item in batch}:
             if not job.future.done():
-                job.future.set_exception(RequestError(ErrorKind.INTERNAL,
-                                                      f"inference failed: {exc}"))
+                job.future.set_exception(error)
             self._drop(job)
-        if self.on_health and (self._failures >= FAILURES_BEFORE_NOT_SERVING
-                               or not self.runtime.health().serving):
+        if self.on_health and self._failures >= FAILURES_BEFORE_NOT_SERVING:
             self.on_health(False)

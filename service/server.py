@@ -27,6 +27,7 @@ from embedrpc.service.scheduler import Scheduler
 from embedrpc.service.selection import Choice, choose, plan
 from embedrpc.service.selfcheck import SelfCheck, VerdictCache
 from embedrpc.service.servicer import EmbeddingServicer
+from embedrpc.service.worker import WorkerRuntime
 from embedrpc.v1 import embedding_pb2
 
 log = logging.getLogger("embedrpc")
@@ -82,6 +83,15 @@ def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) 
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
 
 
+def open_serving_runtime(config: ServerConfig, bundle: Bundle, choice: Choice,
+                         limits: ServingLimits) -> Runtime:
+    """The chosen runtime in a crash-isolated worker process (or in this one, if asked)."""
+    options = runtime_options(config, bundle, limits)
+    if config.in_process:
+        return bundle.open_runtime(choice.artifact, options, kind=choice.runtime)
+    return WorkerRuntime(bundle.root, choice.artifact, choice.runtime, options)
+
+
 def channel_options(config: ServerConfig) -> list[tuple[str, int]]:
     """gRPC core settings: message size, streams per connection, keepalive enforcement and
     connection age (so a load balancer's new replicas get traffic)."""
@@ -108,9 +118,8 @@ class EmbedServer:
         self.limits = serving_limits(config, self.bundle.manifest)
         self.choice = choice or choose_runtime(config, self.bundle, self.limits)
         self.bundle.verify([self.choice.artifact])
-        self.runtime = runtime or self.bundle.open_runtime(
-            self.choice.artifact, runtime_options(config, self.bundle, self.limits),
-            kind=self.choice.runtime)
+        self.runtime = runtime or open_serving_runtime(config, self.bundle, self.choice,
+                                                       self.limits)
         self.metrics = Metrics()
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -121,8 +130,10 @@ class EmbedServer:
         config, manifest = self.config, self.bundle.manifest
         log.info("runtime %s (artifact %s): %s", self.choice.runtime, self.choice.artifact,
                  self.choice.reason)
+        self._loop = asyncio.get_running_loop()
         self.scheduler = Scheduler(self.runtime, max_queue=config.max_queue,
                                    metrics=self.metrics, on_health=self._set_serving)
+        self.runtime.watch(self._set_serving)
         self.embedder = Embedder(manifest, self.bundle.tokenizer(), self.scheduler, self.choice,
                                  self.limits)
         self.servicer = EmbeddingServicer(self.embedder, self.metrics)
@@ -148,10 +159,15 @@ class EmbedServer:
         return self.port
 
     def _set_serving(self, serving: bool) -> None:
+        """Health follows the runtime; callable from any thread (the worker's watchers)."""
         status = health_pb2.HealthCheckResponse.SERVING if serving \
             else health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", SERVICE_NAME):
-            asyncio.ensure_future(self.health.set(service, status))
+
+        def publish() -> None:
+            for service in ("", SERVICE_NAME):
+                asyncio.ensure_future(self.health.set(service, status))
+
+        self._loop.call_soon_threadsafe(publish)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking RPCs (new ones get UNAVAILABLE) and reading streams, let in-flight ones

@@ -96,11 +96,13 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
 @pytest.fixture()
 def crash_in_child(monkeypatch):
     """`crash_in_child("gguf-q8_0")`: from now on, a Python child process that embeds with
-    that artifact dies of a real SIGSEGV (tests/crash_injection/sitecustomize.py)."""
+    that artifact (or opens it, `at="open"`) dies of a real SIGSEGV
+    (tests/crash_injection/sitecustomize.py)."""
 
-    def inject(artifact: str) -> None:
+    def inject(artifact: str, at: str = "embed") -> None:
         paths = [str(CRASH_INJECTION), *filter(None, [os.environ.get("PYTHONPATH")])]
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
         monkeypatch.setenv("EMBEDRPC_TEST_CRASH", artifact)
+        monkeypatch.setenv("EMBEDRPC_TEST_CRASH_AT", at)
 
     return inject

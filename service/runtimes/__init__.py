@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from embedrpc.service.runtimes import llamacpp_runtime, onnx_runtime
 from embedrpc.service.runtimes.base import (
-                                            Runtime,
-                                            RuntimeFailure,
-                                            RuntimeHealth,
-                                            RuntimeKind,
-                                            RuntimeOptions,
+    Runtime,
+    RuntimeFailure,
+    RuntimeHealth,
+    RuntimeKind,
+    RuntimeOptions,
+    RuntimeUnavailable,
 )
 
 KINDS: dict[str, RuntimeKind] = {kind.name: kind for kind in (
@@ -22,4 +23,4 @@ KINDS: dict[str, RuntimeKind] = {kind.name: kind for kind in (
 DEFAULT_KIND = {"onnx": "onnx-cpu", "gguf": "llamacpp"}
 
 __all__ = ["DEFAULT_KIND", "KINDS", "Runtime", "RuntimeFailure", "RuntimeHealth", "RuntimeKind",
-           "RuntimeOptions"]
+           "RuntimeOptions", "RuntimeUnavailable"]

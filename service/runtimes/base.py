@@ -16,6 +16,10 @@ class RuntimeFailure(EmbedrpcError):
     """An inference runtime failed to load or to run."""
 
 
+class RuntimeUnavailable(RuntimeFailure):
+    """The runtime cannot run this batch now (its worker crashed or is restarting): retry."""
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How a runtime is opened: the same for serving, its self-check and validation."""
@@ -69,6 +73,10 @@ class Runtime(abc.ABC):
     def health(self) -> RuntimeHealth:
         """Whether the runtime can take batches now."""
         return RuntimeHealth(True)
+
+    def watch(self, on_health: Callable[[bool], None]) -> None:  # noqa: B027 - optional
+        """Have `on_health(serving)` called when the runtime goes down or comes back (from any
+        thread). Runtimes that cannot go down on their own never call it."""
 
     def close(self) -> None:  # noqa: B027 - optional: most runtimes hold nothing to release
         """Release the runtime's resources."""

@@ -2,8 +2,9 @@
 
 Any Python process started with this directory on PYTHONPATH and EMBEDRPC_TEST_CRASH naming an
 artifact (e.g. "gguf-q8_0") dies of a genuine SIGSEGV, a NULL read through ctypes, the moment a
-runtime over that artifact embeds its first batch: what a host-specific kernel bug looks like
-to embedrpc (llama.cpp's AMX matmul, upstream llama.cpp#20824).
+runtime over that artifact embeds its first batch (or, with EMBEDRPC_TEST_CRASH_AT=open, opens
+it): what a host-specific kernel bug looks like to embedrpc (llama.cpp's AMX matmul, upstream
+llama.cpp#20824).
 """
 
 import os
@@ -18,6 +19,8 @@ if _TARGET:
     _open_runtime = Bundle.open_runtime
 
     def _open_crashing_runtime(self, artifact_name, *args, **kwargs):
+        if artifact_name == _TARGET and os.environ.get("EMBEDRPC_TEST_CRASH_AT") == "open":
+            ctypes.string_at(0)
         runtime = _open_runtime(self, artifact_name, *args, **kwargs)
         if artifact_name == _TARGET:
             runtime.embed_batch = lambda sequences: ctypes.string_at(0)
