@@ -21,10 +21,16 @@ class ServerConfig:
     max_input_tokens: int | None = None  # default: min(manifest's limit, max_batch_tokens)
     max_queue: int = 1024  # inputs waiting for a batch, across all requests
     metrics_port: int = 9090  # 0 disables the Prometheus endpoint
+    metrics_host: str = "127.0.0.1"  # where /metrics listens (0.0.0.0 for a scraper outside)
     threads: int = 0  # inference threads; 0: all cores
     kv_type: str = "f32"  # llama.cpp KV cache type
     batch_invariant: bool = False  # llama.cpp: one sequence per decode (ONNX always is)
     in_process: bool = False  # run the runtime in the server process, without crash isolation
+    reflection: bool = False  # gRPC server reflection (lists every service and message)
+    tls_cert: str | None = None  # PEM certificate chain: serve TLS
+    tls_key: str | None = None  # its PEM private key
+    tls_client_ca: str | None = None  # PEM CA: require client certificates it signed (mTLS)
+    api_key_file: str | None = None  # one accepted key per line (plus EMBEDRPC_API_KEY)
     grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight work
     max_message_bytes: int = 4 * 1024 * 1024  # largest request received
     max_concurrent_streams: int = 100  # RPCs at once on one connection
@@ -41,6 +47,13 @@ _HELP = {
     "max_input_tokens": "longest accepted input (default: the model's, capped at the batch budget)",
     "max_queue": "inputs that may wait; more gives RESOURCE_EXHAUSTED",
     "metrics_port": "Prometheus /metrics port (0: off)", "threads": "inference threads (0: all)",
+    "metrics_host": "address the /metrics endpoint listens on",
+    "reflection": "serve gRPC server reflection",
+    "tls_cert": "PEM certificate chain to serve TLS with (re-read when it changes)",
+    "tls_key": "PEM private key of --tls-cert (re-read when it changes)",
+    "tls_client_ca": "PEM CA bundle: require and verify client certificates (mTLS)",
+    "api_key_file": "file of accepted API keys, one per line (re-read on change or SIGHUP); "
+                    "EMBEDRPC_API_KEY adds one; clients send 'authorization: Bearer <key>'",
     "kv_type": "llama.cpp KV cache type: f32 or f16",
     "batch_invariant": "llama.cpp: decode one text per pass, so a vector never depends on its "
                        "batch-mates (slower; ONNX runtimes always are)",

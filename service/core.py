@@ -100,7 +100,8 @@ class Embedder:
     def info(self) -> ModelInfo:
         manifest, runtime = self.manifest, self.scheduler.runtime
         return ModelInfo(
-            manifest.source.model, manifest.source.revision or "", manifest.source.task or "",
+            manifest.source.public_name, manifest.source.revision or "",
+            manifest.source.task or "",
             runtime.name, self.choice.reason, self.choice.artifact, runtime.precision,
             manifest.hidden_size, list(manifest.matryoshka_dims), self.limits.max_input_tokens,
             dict(manifest.prompts), manifest.default_prompt_name, self.limits.max_batch_tokens,

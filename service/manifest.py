@@ -85,6 +85,14 @@ class Source:
     content_sha256: str  # hash over the checkpoint's weight/config/tokenizer files
     task: str | None  # merged LoRA task (None when the checkpoint is already merged)
 
+    @property
+    def public_name(self) -> str:
+        """What clients are told: a hub id as it is; a local export by its directory's name
+        and content hash, never the exporter's path."""
+        if not Path(self.model).is_absolute():
+            return self.model
+        return f"{Path(self.model).name} (local, sha256:{self.content_sha256[:12]})"
+
 
 @dataclass
 class Manifest:

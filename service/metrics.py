@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -36,7 +46,28 @@ class Metrics:
                                        "Tokens per second of the last inference batch",
                                        registry=registry)
 
-    def serve(self, port: int, host: str = "0.0.0.0"):
-        """Expose /metrics over HTTP; returns the HTTP server (call shutdown() to stop)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """Expose /metrics, and nothing else, over HTTP; returns the HTTP server (call
+        shutdown() to stop)."""
+        registry = self.registry
+
+        class MetricsPage(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server protocol
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = generate_latest(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args):
+                pass  # scrapes are not news
+
+        server = ThreadingHTTPServer((host, port), MetricsPage)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True,
+                         name="embedrpc-metrics").start()
         return server

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import importlib.util
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from embedrpc.service.manifest import MANIFEST_NAME, BundleError, Manifest
 from embedrpc.service.metrics import Metrics
 from embedrpc.service.runtimes import Runtime, RuntimeOptions
 from embedrpc.service.scheduler import Scheduler
+from embedrpc.service.security import ApiKeyInterceptor, ApiKeys, CertificateFiles, SecurityError
 from embedrpc.service.selection import Choice, choose, plan
 from embedrpc.service.selfcheck import SelfCheck, VerdictCache
 from embedrpc.service.servicer import EmbeddingServicer
@@ -109,11 +111,23 @@ def channel_options(config: ServerConfig) -> list[tuple[str, int]]:
     return options
 
 
+def transport_security(config: ServerConfig) -> tuple[CertificateFiles | None, ApiKeys]:
+    """TLS certificates (None: plaintext) and API keys, checked before anything is loaded."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise SecurityError("TLS needs both --tls-cert and --tls-key")
+    if config.tls_client_ca and not config.tls_cert:
+        raise SecurityError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+    certificates = CertificateFiles(config.tls_cert, config.tls_key, config.tls_client_ca) \
+        if config.tls_cert else None
+    return certificates, ApiKeys(config.api_key_file, os.environ.get("EMBEDRPC_API_KEY"))
+
+
 class EmbedServer:
     def __init__(self, config: ServerConfig, runtime: Runtime | None = None,
                  choice: Choice | None = None):
         """`runtime`/`choice` replace the selected ones (tests wrap a real runtime)."""
         self.config = config
+        self.certificates, self.api_keys = transport_security(config)
         self.bundle = Bundle(resolve_bundle(config.bundle, config.export_cache))
         self.limits = serving_limits(config, self.bundle.manifest)
         self.choice = choice or choose_runtime(config, self.bundle, self.limits)
@@ -137,15 +151,18 @@ class EmbedServer:
         self.embedder = Embedder(manifest, self.bundle.tokenizer(), self.scheduler, self.choice,
                                  self.limits)
         self.servicer = EmbeddingServicer(self.embedder, self.metrics)
-        self.server = grpc.aio.server(options=channel_options(config))
+        interceptors = [ApiKeyInterceptor(self.api_keys)] if self.api_keys.required else []
+        self.server = grpc.aio.server(options=channel_options(config), interceptors=interceptors)
         self.servicer.add_to(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], self.server)
+        if config.reflection:
+            reflection.enable_server_reflection(
+                [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME], self.server)
         address = f"[{config.host}]:{config.port}" if ":" in config.host \
             else f"{config.host}:{config.port}"
-        self.port = self.server.add_insecure_port(address)
+        self.port = self.server.add_secure_port(address, self.certificates.credentials()) \
+            if self.certificates else self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
         self.scheduler.start()
@@ -153,9 +170,12 @@ class EmbedServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.metrics_port:
-            self._metrics_http = self.metrics.serve(config.metrics_port, config.host)
-        log.info("listening on %s:%d (metrics on %s)", config.host, self.port,
-                 config.metrics_port or "off")
+            self._metrics_http = self.metrics.serve(config.metrics_port, config.metrics_host)
+        log.info("listening on %s:%d with %s%s (metrics on %s)", config.host, self.port,
+                 "mTLS" if config.tls_client_ca else "TLS" if self.certificates else "plaintext",
+                 ", API keys required" if self.api_keys.required else "",
+                 f"{config.metrics_host}:{config.metrics_port}/metrics"
+                 if config.metrics_port else "off")
         return self.port
 
     def _set_serving(self, serving: bool) -> None:
@@ -190,6 +210,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.api_keys.reload)
     await stopping.wait()
     log.info("shutting down: draining in-flight requests (up to %ss)", config.grace_seconds)
     await server.stop()

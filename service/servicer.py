@@ -176,7 +176,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
                                              wait_for_room)
         return pb.EmbedResponse(id=request.id, embeddings=_embeddings(embedded),
                                 dimensions=embedded.dims, usage=usage(embedded.token_counts),
-                                model=self.embedder.manifest.source.model,
+                                model=self.embedder.manifest.source.public_name,
                                 encoding=protocol.ENCODING_ENUMS[embedded.encoding])
 
 

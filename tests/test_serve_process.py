@@ -142,7 +142,10 @@ def test_serving_a_checkpoint_exports_it_first(tmp_path, qwen3_tokenizer_json):
                           "--export-cache", tmp_path)
     try:
         info = server.stub().GetInfo(pb.GetInfoRequest(), timeout=10)
-        assert info.model == str(checkpoint.resolve())
+        content = json.loads(next(p for p in tmp_path.iterdir()
+                                  if (p / "manifest.json").is_file())
+                             .joinpath("manifest.json").read_text())["source"]["content_sha256"]
+        assert info.model == f"{checkpoint.name} (local, sha256:{content[:12]})"
         assert [p for p in tmp_path.iterdir() if (p / "manifest.json").is_file()]
     finally:
         server.stop()

@@ -217,7 +217,7 @@ def test_get_info(served, bundle):
     manifest = load_manifest(bundle)
     assert (info.runtime, info.artifact) == (server.server.choice.runtime,
                                              server.server.choice.artifact)
-    assert info.model == manifest.source.model and info.hidden_size == 64
+    assert info.model == manifest.source.public_name and info.hidden_size == 64
     assert list(info.matryoshka_dimensions) == [32, 64]
     assert dict(info.prompts) == {"query": "Query: ", "document": "Document: "}
     assert info.max_input_tokens == 128
@@ -380,21 +380,12 @@ def test_shutdown_drains_in_flight_and_refuses_new(bundle):
 
 
 # -- health and reflection ------------------------------------------------------------------
-def test_health_and_reflection(served):
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase,
-    )
-
+def test_health(served):
     server, _ = served
     health = health_pb2_grpc.HealthStub(server.channel)
     for service in ("", "embedrpc.v1.EmbeddingService"):
         status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
-    database = ProtoReflectionDescriptorDatabase(server.channel)
-    services = set(database.get_services())
-    assert {"embedrpc.v1.EmbeddingService", "grpc.health.v1.Health"} <= services
-    method = database.FindFileContainingSymbol("embedrpc.v1.EmbeddingService")
-    assert method.package == "embedrpc.v1"
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:
