@@ -99,12 +99,32 @@ def _free_port() -> int:
 
 
 def _peak_rss_mb(pid: int) -> float | None:
+    """Peak RSS (VmHWM) of the server and its children (the inference worker holds the model)."""
+    peaks = [_vm_hwm_kb(process) for process in (pid, *_children(pid))]
+    known = [peak for peak in peaks if peak is not None]
+    return sum(known) / 1024 if known else None
+
+
+def _vm_hwm_kb(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as status:
             match = re.search(r"VmHWM:\s+(\d+) kB", status.read())
-        return int(match.group(1)) / 1024 if match else None
+        return int(match.group(1)) if match else None
     except OSError:
         return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
 
 
 def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: list[str],
