@@ -27,6 +27,7 @@ class ServerConfig:
     batch_invariant: bool = False  # llama.cpp: one sequence per decode (ONNX always is)
     in_process: bool = False  # run the runtime in the server process, without crash isolation
     reflection: bool = False  # gRPC server reflection (lists every service and message)
+    tei_compat: bool = False  # also serve text-embeddings-inference's tei.v1 API
     tls_cert: str | None = None  # PEM certificate chain: serve TLS
     tls_key: str | None = None  # its PEM private key
     tls_client_ca: str | None = None  # PEM CA: require client certificates it signed (mTLS)
@@ -49,6 +50,7 @@ _HELP = {
     "metrics_port": "Prometheus /metrics port (0: off)", "threads": "inference threads (0: all)",
     "metrics_host": "address the /metrics endpoint listens on",
     "reflection": "serve gRPC server reflection",
+    "tei_compat": "also serve the text-embeddings-inference gRPC API (tei.v1) on the same port",
     "tls_cert": "PEM certificate chain to serve TLS with (re-read when it changes)",
     "tls_key": "PEM private key of --tls-cert (re-read when it changes)",
     "tls_client_ca": "PEM CA bundle: require and verify client certificates (mTLS)",

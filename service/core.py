@@ -11,6 +11,7 @@ table (service/servicer.py for gRPC). Limits are checked here, before any work i
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,7 +24,7 @@ from embedrpc.service.errors import ErrorKind, RequestError, invalid
 from embedrpc.service.manifest import Manifest
 from embedrpc.service.scheduler import Scheduler
 from embedrpc.service.selection import Choice
-from embedrpc.service.tokenization import BundleTokenizer, Truncation
+from embedrpc.service.tokenization import BundleTokenizer, TokenDetail, Truncation
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class Embedded:
     dims: int
     encoding: Encoding
     token_counts: list[int]
+    tokenize_ns: int = 0  # time spent tokenising
+    total_ns: int = 0  # time from the request's arrival to its vectors
 
 
 @dataclass(frozen=True)
@@ -132,16 +135,35 @@ class Embedder:
     async def embed(self, inputs: Sequence[str], options: EmbedOptions,
                     wait_for_room: bool = False) -> Embedded:
         """`wait_for_room`: wait while the queue is full instead of RESOURCE_EXHAUSTED."""
+        started = time.perf_counter_ns()
         plan = self.plan(inputs, options)
         sequences = await self._tokenize(list(inputs), plan)
+        tokenized = time.perf_counter_ns()
         vectors = await self.scheduler.embed(sequences, wait_for_room)
         shaped = matryoshka(vectors, plan.dims, plan.normalize)
         return Embedded(quantize(shaped, plan.encoding, plan.value_range), plan.dims,
-                        plan.encoding, [len(s) for s in sequences])
+                        plan.encoding, [len(s) for s in sequences], tokenized - started,
+                        time.perf_counter_ns() - started)
 
     async def tokenize(self, inputs: Sequence[str], options: EmbedOptions) -> Tokenized:
         sequences = await self._tokenize(list(inputs), self.plan(inputs, options))
         return Tokenized(sequences, [self.tokenizer.tokens_of(ids) for ids in sequences])
+
+    async def describe_tokens(self, text: str, prompt_name: str | None,
+                              add_special: bool) -> list[TokenDetail]:
+        """The tokens of prompt + text with their spans (a TEI-style Tokenize)."""
+        plan = self.plan([text], EmbedOptions(prompt_name=prompt_name))
+        full = plan.prompt + text
+        limit = self.tokenizer.max_chars(self.limits.max_input_tokens)
+        if len(full) > limit:
+            raise invalid(f"the text has {len(full)} characters, over the {limit} that "
+                          f"{self.limits.max_input_tokens} tokens can cover")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenize_pool, self.tokenizer.describe, full, add_special)
+
+    async def decode(self, ids: list[int], skip_special: bool) -> str:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenize_pool, self.tokenizer.decode, ids, skip_special)
 
     async def _tokenize(self, inputs: list[str], plan: Plan) -> list[list[int]]:
         return await asyncio.get_running_loop().run_in_executor(

@@ -29,6 +29,8 @@ from embedrpc.service.security import ApiKeyInterceptor, ApiKeys, CertificateFil
 from embedrpc.service.selection import Choice, choose, plan
 from embedrpc.service.selfcheck import SelfCheck, VerdictCache
 from embedrpc.service.servicer import EmbeddingServicer
+from embedrpc.service.tei_front import SERVICES as TEI_SERVICES
+from embedrpc.service.tei_front import TeiFront
 from embedrpc.service.worker import WorkerRuntime
 from embedrpc.v1 import embedding_pb2
 
@@ -150,14 +152,17 @@ class EmbedServer:
         self.runtime.watch(self._set_serving)
         self.embedder = Embedder(manifest, self.bundle.tokenizer(), self.scheduler, self.choice,
                                  self.limits)
-        self.servicer = EmbeddingServicer(self.embedder, self.metrics)
+        self.fronts = [EmbeddingServicer(self.embedder, self.metrics)]
+        if config.tei_compat:
+            self.fronts.append(TeiFront(self.embedder, self.metrics))
         interceptors = [ApiKeyInterceptor(self.api_keys)] if self.api_keys.required else []
         self.server = grpc.aio.server(options=channel_options(config), interceptors=interceptors)
-        self.servicer.add_to(self.server)
+        for front in self.fronts:
+            front.add_to(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if config.reflection:
             reflection.enable_server_reflection(
-                [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                [*self.services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME], self.server)
         address = f"[{config.host}]:{config.port}" if ":" in config.host \
             else f"{config.host}:{config.port}"
@@ -167,7 +172,7 @@ class EmbedServer:
             raise OSError(f"cannot listen on {address}")
         self.scheduler.start()
         await self.server.start()
-        for service in ("", SERVICE_NAME):
+        for service in ("", *self.services):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.metrics_port:
             self._metrics_http = self.metrics.serve(config.metrics_port, config.metrics_host)
@@ -178,13 +183,19 @@ class EmbedServer:
                  if config.metrics_port else "off")
         return self.port
 
+    @property
+    def services(self) -> list[str]:
+        """Every gRPC service the fronts serve, each with its own health entry."""
+        return [SERVICE_NAME, *([s.full_name for s in TEI_SERVICES]
+                                if self.config.tei_compat else [])]
+
     def _set_serving(self, serving: bool) -> None:
         """Health follows the runtime; callable from any thread (the worker's watchers)."""
         status = health_pb2.HealthCheckResponse.SERVING if serving \
             else health_pb2.HealthCheckResponse.NOT_SERVING
 
         def publish() -> None:
-            for service in ("", SERVICE_NAME):
+            for service in ("", *self.services):
                 asyncio.ensure_future(self.health.set(service, status))
 
         self._loop.call_soon_threadsafe(publish)
@@ -193,7 +204,8 @@ class EmbedServer:
         """Stop taking RPCs (new ones get UNAVAILABLE) and reading streams, let in-flight ones
         finish, shut down."""
         await self.health.enter_graceful_shutdown()
-        self.servicer.drain()
+        for front in self.fronts:
+            front.streams.drain()
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.scheduler.close()
         self.embedder.close()

@@ -27,6 +27,18 @@ class Truncation(enum.Enum):
 COMPOSITION_FACTOR = 3
 
 
+@dataclass(frozen=True)
+class TokenDetail:
+    id: int
+    text: str
+    start: int | None  # character span in the text; None for special tokens
+    stop: int | None
+
+    @property
+    def special(self) -> bool:
+        return self.start is None
+
+
 class InputTooLong(RequestError):
     def __init__(self, index: int, tokens: int, limit: int, unit: str = "tokens"):
         super().__init__(ErrorKind.INVALID_ARGUMENT,
@@ -90,6 +102,24 @@ class BundleTokenizer:
 
     def token_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)
+
+    def describe(self, text: str, add_special: bool = True) -> list[TokenDetail]:
+        """Each token of `text`: id, the text it covers (its own string for special tokens),
+        whether it is special, and its character span in `text` (None for special tokens)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=add_special)
+        return [TokenDetail(id_, token, None, None) if special else
+                TokenDetail(id_, text[start:stop], start, stop)
+                for id_, token, special, (start, stop) in zip(
+                    encoding.ids, encoding.tokens, encoding.special_tokens_mask,
+                    encoding.offsets, strict=True)]
+
+    def decode(self, ids: list[int], skip_special: bool) -> str:
+        size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        unknown = [i for i in ids if not 0 <= i < size]
+        if unknown:
+            raise RequestError(ErrorKind.INVALID_ARGUMENT,
+                               f"token id {unknown[0]} is not in the vocabulary (0..{size - 1})")
+        return self._tokenizer.decode(ids, skip_special_tokens=skip_special)
 
     def encode(self, texts: list[str], prompt: str = "", truncation: Truncation = Truncation.NONE,
                max_tokens: int | None = None) -> list[list[int]]:

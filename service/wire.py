@@ -1,21 +1,35 @@
-"""gRPC plumbing any front shares: requests parsed without ever raising (a malformed message
-becomes INVALID_ARGUMENT, not UNKNOWN with a traceback) and services registered with them.
+"""gRPC plumbing every front shares (service/servicer.py for embedrpc.v1, service/tei_front.py
+for tei.v1): the one table from core error kinds to status codes, per-RPC metrics, requests
+parsed without ever raising, and ordered streams with backpressure and a clean shutdown.
 
 The generated `add_*Servicer_to_server` functions deserialize with `FromString`, whose
-DecodeError (bad bytes, invalid UTF-8 in a string) gRPC reports as an unexpected exception.
+DecodeError (bad bytes, invalid UTF-8 in a string) gRPC reports as an unexpected exception;
+`add_service` registers methods with deserializers that turn it into INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
+import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from embedrpc.service.errors import invalid
+from embedrpc.service.errors import ErrorKind, RequestError, invalid
 
 log = logging.getLogger("embedrpc")
+STATUS = {ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+          ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+          ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+          ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+          ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL}
+UNEXPECTED = RequestError(ErrorKind.INTERNAL, "internal error; the server's log has the details")
+STREAM_WINDOW = 32  # requests of one stream in flight at once (the rest wait: backpressure)
 
 
 @dataclass(frozen=True)
@@ -59,3 +73,120 @@ def add_service(server, service_descriptor, servicer, pb_module) -> None:
                                      response_serializer=response.SerializeToString)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers),))
+
+
+@contextlib.contextmanager
+def recorded(metrics, method: str):
+    """Count the RPC by status code and time it; anything unexpected is logged and becomes
+    INTERNAL (and is counted so)."""
+    started = time.monotonic()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except RequestError as error:
+        code = STATUS[error.kind]
+        raise
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        code = STATUS[UNEXPECTED.kind]
+        log.exception("unexpected failure in %s", method)
+        raise UNEXPECTED from exc
+    finally:
+        metrics.requests.labels(method, code.name).inc()
+        metrics.request_seconds.labels(method).observe(time.monotonic() - started)
+
+
+def unary(method: str):
+    """A unary handler of a front (its `metrics` attribute counts it): a malformed request or
+    a RequestError becomes its status."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def run(self, request, context):
+            try:
+                with recorded(self.metrics, method):
+                    if isinstance(request, Malformed):
+                        raise request.error()
+                    return await handler(self, request, context)
+            except RequestError as error:
+                await context.abort(STATUS[error.kind], str(error))
+
+        return run
+
+    return wrap
+
+
+class OrderedStreams:
+    """Streams answered in request order. Up to STREAM_WINDOW requests are in flight; the
+    answer function may wait (for queue room), so the reader stops and HTTP/2 flow control
+    holds the client back. A bad request ends the stream with its status, naming it; so does
+    shutting down (`drain`), after the requests already read are answered."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self._readers: set[asyncio.Task] = set()
+        self._draining = False
+
+    def drain(self) -> None:
+        self._draining = True
+        for reader in list(self._readers):
+            reader.cancel()
+
+    async def serve(self, request_iterator, context, method: str,
+                    answer: Callable[[object], Awaitable], label: Callable[[object], str]):
+        window: asyncio.Queue = asyncio.Queue(STREAM_WINDOW)
+        reader = asyncio.ensure_future(self._read(request_iterator, window, method, answer,
+                                                  label))
+        self._readers.add(reader)
+        try:
+            while (entry := await window.get()) is not None:
+                name, response = entry
+                try:
+                    yield await response
+                except RequestError as error:
+                    await context.abort(STATUS[error.kind], f"request {name}: {error}")
+        finally:
+            reader.cancel()
+            self._readers.discard(reader)
+            while not window.empty():
+                if (entry := window.get_nowait()) is not None:
+                    _discard(entry[1])
+
+    async def _read(self, request_iterator, window, method, answer, label) -> None:
+        """Feed `window` with (label, answer future) pairs, then None; never dies silently."""
+        position = 0
+        try:
+            async for request in request_iterator:
+                if isinstance(request, Malformed):
+                    await window.put((f"#{position}", _failed(request.error())))
+                    break
+                await window.put((label(request) or f"#{position}", asyncio.ensure_future(
+                    self._recorded(method, answer, request))))
+                position += 1
+        except asyncio.CancelledError:
+            if self._draining:
+                await window.put((f"#{position}", _failed(RequestError(
+                    ErrorKind.UNAVAILABLE, "not read: the server is shutting down; send it "
+                                           "and the rest again elsewhere"))))
+        except Exception as exc:  # the client's side broke off; nothing is left to answer
+            log.info("stream ended while reading: %s", exc)
+        await window.put(None)
+
+    async def _recorded(self, method, answer, request):
+        with recorded(self.metrics, method):
+            return await answer(request)
+
+
+def _discard(answer: asyncio.Future) -> None:
+    """An answer nobody will read: cancelled, or its failure marked as seen."""
+    if answer.done() and not answer.cancelled():
+        answer.exception()
+    answer.cancel()
+
+
+def _failed(error: RequestError) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future

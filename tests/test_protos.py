@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_generated_stubs_are_up_to_date(tmp_path):
     subprocess.run(["bash", str(ROOT / "scripts" / "gen_protos.sh"), str(tmp_path)], check=True,
                    env={**os.environ, "PYTHON": sys.executable})
-    committed = ROOT / "protos" / "gen" / "python" / "embedrpc" / "v1"
-    for fresh in sorted((tmp_path / "embedrpc" / "v1").iterdir()):
-        assert (committed / fresh.name).read_text() == fresh.read_text(), \
-            f"{fresh.name} is stale: run scripts/gen_protos.sh"
+    for package in ("embedrpc/v1", "tei/v1"):
+        committed = ROOT / "protos" / "gen" / "python" / package
+        for fresh in sorted((tmp_path / package).iterdir()):
+            assert (committed / fresh.name).read_text() == fresh.read_text(), \
+                f"{package}/{fresh.name} is stale: run scripts/gen_protos.sh"
 
 
 def test_enums_follow_buf_style():

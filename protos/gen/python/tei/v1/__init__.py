@@ -1,0 +1,1 @@
+"""Generated messages of protos/tei/v1, the TEI-compatible API (scripts/gen_protos.sh)."""
