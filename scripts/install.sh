@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install embedrpc with every extra into ./.venv, and the Node test client's packages
-# (idempotent). Used by demo.sh, test.sh and CI.
+# Install embedrpc with every extra into ./.venv, the Node packages (test client, buf) and the
+# Debian toolchains of the C++ and Go clients (idempotent). Used by demo.sh, test.sh and CI.
 #   torch: the CPU build 2.13.0 (a plain `torch` requirement would pull a multi-GB CUDA build).
 #   llama-cpp-python: built from source once, its wheel cached in ~/.cache/embedrpc/wheels.
 set -euo pipefail
@@ -26,5 +26,25 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   "${PIP[@]}" install "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl
 fi
 "${PIP[@]}" install -e ".[export,dev]"
-# The second-language client test (tests/node): @grpc/grpc-js and @grpc/proto-loader.
+# The second-language client test (tests/node): @grpc/grpc-js and @grpc/proto-loader; buf.
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error
+
+# The C++ and Go clients' toolchains (tests/test_compiled_clients.py), from Debian's packages.
+DEBIAN_PACKAGES=(g++ cmake pkg-config protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
+                 golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go
+                 protoc-gen-go-grpc)
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "install: Debian packages ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+      >/dev/null
+  else
+    echo "install: missing Debian packages (install them as root): ${missing[*]}" >&2
+  fi
+fi
