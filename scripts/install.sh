@@ -30,10 +30,11 @@ fi
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error
 
-# The C++ and Go clients' toolchains (tests/test_compiled_clients.py), from Debian's packages.
+# From Debian's packages: the C++ and Go clients' toolchains (tests/test_compiled_clients.py),
+# and a Docker engine with debootstrap for the container test (scripts/container.sh).
 DEBIAN_PACKAGES=(g++ cmake pkg-config protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
                  golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go
-                 protoc-gen-go-grpc)
+                 protoc-gen-go-grpc docker.io debootstrap)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
