@@ -5,8 +5,10 @@ parity probes and meets the artifact's bar against the stored oracle vectors; th
 times the probes, which is how auto-selection compares runtimes on a host nobody measured.
 A crash (any signal), a hang or a load error is a failed verdict naming it.
 
-Verdicts are cached per host fingerprint (CPU model and flags, library versions), artifact and
-probe checksums and runtime options, so a restart does not pay for the check again.
+Verdicts are cached per host fingerprint (CPU model and flags, library versions), artifact,
+tokenizer and probe checksums and runtime options, so a restart does not pay for the check
+again. A verdict that says something about these files rather than the host (they fail their
+checksums) or that may not repeat (a time-out) is not cached.
 """
 
 from __future__ import annotations
@@ -78,20 +80,22 @@ class SelfCheck:
         if cached is not None and cached.candidate == candidate:
             log.info("self-check of %s: cached verdict (%s)", candidate, cached.describe())
             return cached
-        verdict = self._run(candidate)
+        try:
+            verdict = self._run(candidate)
+        except BundleError as exc:  # these files, not this host and artifact: never cached
+            return Verdict(candidate, False, f"failed ({exc})")
         log.log(logging.INFO if verdict.passed else logging.WARNING, "self-check: %s",
                 verdict.describe())
-        self.cache.put(key, verdict, context)
+        if not verdict.failure.startswith("timed out"):  # a hang may not happen again
+            self.cache.put(key, verdict, context)
         return verdict
 
     def _run(self, candidate: Candidate) -> Verdict:
+        """The measured verdict; BundleError when the bundle's own files are at fault."""
         artifact = self.bundle.manifest.artifact(candidate.artifact)
-        try:
-            self.bundle.verify([artifact.name])
-        except BundleError as exc:
-            return Verdict(candidate, False, f"failed ({exc})")
+        self.bundle.verify([artifact.name])
         if artifact.parity is None:
-            return Verdict(candidate, False, "failed (the manifest records no parity bar for it)")
+            raise BundleError(f"the manifest records no parity bar for {artifact.name}")
         bar = artifact.parity.bar
         log.info("self-check of %s on %s: embedding the bundle's parity probes in a child "
                  "process", candidate, hostinfo.cpu().model)
@@ -113,4 +117,5 @@ class SelfCheck:
                 "artifact_sha256": [f.sha256 for f in manifest.artifact(candidate.artifact).files],
                 "parity_sha256": [layout.sha256_file(self.bundle.root / name)
                                   for name in (layout.PROBES, layout.ORACLE)],
+                "tokenizer_sha256": [f.sha256 for f in manifest.tokenizer.files],
                 "options": asdict(self.options)}

@@ -69,3 +69,19 @@ def test_a_requested_artifact_that_crashes_stops_start_up(bundle, tmp_path, cras
     assert errors == ["embedrpc: error: artifact gguf-q8_0 was requested, but it failed its "
                       "self-check on this host: llamacpp gguf-q8_0: crashed (SIGSEGV) in "
                       "self-check [cached]"]
+
+
+def test_a_broken_copy_of_a_bundle_does_not_poison_the_cache(bundle, tmp_path):
+    """A verdict about these files (checksums) is not one about the host: never cached."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    model = copy / "onnx" / "int8" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")
+    cache = str(tmp_path / "cache")
+    with pytest.raises(SelectionError, match="sha256 does not match the manifest"):
+        LoopbackServer(copy, artifact="onnx-int8", cache=cache)
+    info, _ = served_info(bundle, artifact="onnx-int8", cache=cache)
+    assert "onnx-cpu onnx-int8: passed self-check (" in info.runtime_reason
+    assert "[cached]" not in info.runtime_reason
