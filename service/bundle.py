@@ -5,18 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedrpc.service import layout
+from embedrpc.service.filehashes import UNCACHED, FileHashes
 from embedrpc.service.manifest import Artifact, BundleError, Manifest, load_manifest, verify_bundle
 from embedrpc.service.runtimes import DEFAULT_KIND, KINDS, Runtime, RuntimeOptions
 from embedrpc.service.tokenization import BundleTokenizer
 
 
 class Bundle:
-    def __init__(self, root: Path, manifest: Manifest | None = None):
+    def __init__(self, root: Path, manifest: Manifest | None = None,
+                 hashes: FileHashes = UNCACHED):
+        """`hashes`: where checksums of unchanged files are remembered between starts."""
         self.root = Path(root)
         self.manifest = manifest or load_manifest(self.root)
+        self.hashes = hashes
 
     def verify(self, artifacts: list[str] | None = None) -> None:
-        verify_bundle(self.root, self.manifest, artifacts)
+        verify_bundle(self.root, self.manifest, artifacts, self.hashes.sha256)
 
     def tokenizer(self, max_input_tokens: int | None = None) -> BundleTokenizer:
         path = self.root / layout.TOKENIZER

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from embedrpc.service import layout, schema
 from embedrpc.service.errors import EmbedrpcError
@@ -57,7 +58,7 @@ class Parity:
 @dataclass
 class Artifact:
     name: str  # e.g. "onnx-int8", "gguf-q8_0"
-    format: str  # "onnx" | "gguf"
+    format: str  # "onnx" | "gguf" | "openvino"
     precision: str  # "fp32" | "fp16" | "int8" | "f16" | "bf16" | "q8_0" | "q4_k_m"
     path: str  # the file a runtime opens
     files: list[FileEntry]  # every file of the artifact (ONNX external data included)
@@ -229,7 +230,8 @@ def load_manifest(bundle_dir: Path) -> Manifest:
     return Manifest.from_dict(data)
 
 
-def verify_files(bundle_dir: Path, entries: list[FileEntry]) -> list[str]:
+def verify_files(bundle_dir: Path, entries: list[FileEntry],
+                 sha256: Callable[[Path], str] = sha256_file) -> list[str]:
     """Problems found when checking `entries` against the files on disk (empty when all match)."""
     problems = []
     for entry in entries:
@@ -243,18 +245,19 @@ def verify_files(bundle_dir: Path, entries: list[FileEntry]) -> list[str]:
         elif full.stat().st_size != entry.bytes:
             problems.append(f"{entry.path}: {full.stat().st_size} bytes, manifest says "
                             f"{entry.bytes}")
-        elif sha256_file(full) != entry.sha256:
+        elif sha256(full) != entry.sha256:
             problems.append(f"{entry.path}: sha256 does not match the manifest")
     return problems
 
 
-def verify_bundle(bundle_dir: Path, manifest: Manifest, artifacts: list[str] | None = None) -> None:
+def verify_bundle(bundle_dir: Path, manifest: Manifest, artifacts: list[str] | None = None,
+                  sha256: Callable[[Path], str] = sha256_file) -> None:
     """Raise BundleError unless the tokenizer and the named (default: all) artifacts match."""
     entries = list(manifest.tokenizer.files)
     for artifact in manifest.artifacts:
         if artifacts is None or artifact.name in artifacts:
             entries.extend(artifact.files)
-    problems = verify_files(bundle_dir, entries)
+    problems = verify_files(bundle_dir, entries, sha256)
     if problems:
         raise BundleError(f"bundle {bundle_dir} does not match its manifest: "
                           + "; ".join(problems))

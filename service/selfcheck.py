@@ -115,7 +115,7 @@ class SelfCheck:
         return {"version": CACHE_VERSION, "host": hostinfo.fingerprint(),
                 "runtime": candidate.runtime, "artifact": candidate.artifact,
                 "artifact_sha256": [f.sha256 for f in manifest.artifact(candidate.artifact).files],
-                "parity_sha256": [layout.sha256_file(self.bundle.root / name)
+                "parity_sha256": [self.bundle.hashes.sha256(self.bundle.root / name)
                                   for name in (layout.PROBES, layout.ORACLE)],
                 "tokenizer_sha256": [f.sha256 for f in manifest.tokenizer.files],
                 "options": asdict(self.options)}

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from embedrpc.service.bundle import Bundle
 from embedrpc.service.config import ServerConfig, cache_dir
 from embedrpc.service.core import Embedder, ServingLimits
+from embedrpc.service.filehashes import FileHashes
 from embedrpc.service.manifest import MANIFEST_NAME, BundleError, Manifest
 from embedrpc.service.metrics import Metrics
 from embedrpc.service.runtimes import Runtime, RuntimeOptions
@@ -130,12 +132,16 @@ class EmbedServer:
         """`runtime`/`choice` replace the selected ones (tests wrap a real runtime)."""
         self.config = config
         self.certificates, self.api_keys = transport_security(config)
-        self.bundle = Bundle(resolve_bundle(config.bundle, config.export_cache))
+        self.bundle = Bundle(resolve_bundle(config.bundle, config.export_cache),
+                             hashes=FileHashes(cache_dir(config.cache)))
         self.limits = serving_limits(config, self.bundle.manifest)
         self.choice = choice or choose_runtime(config, self.bundle, self.limits)
         self.bundle.verify([self.choice.artifact])
-        self.runtime = runtime or open_serving_runtime(config, self.bundle, self.choice,
-                                                       self.limits)
+        with ThreadPoolExecutor(1, thread_name_prefix="tokenizer") as loader:
+            tokenizer = loader.submit(self.bundle.tokenizer)  # while the runtime loads
+            self.runtime = runtime or open_serving_runtime(config, self.bundle, self.choice,
+                                                           self.limits)
+            self.tokenizer = tokenizer.result()
         self.metrics = Metrics()
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -150,7 +156,7 @@ class EmbedServer:
         self.scheduler = Scheduler(self.runtime, max_queue=config.max_queue,
                                    metrics=self.metrics, on_health=self._set_serving)
         self.runtime.watch(self._set_serving)
-        self.embedder = Embedder(manifest, self.bundle.tokenizer(), self.scheduler, self.choice,
+        self.embedder = Embedder(manifest, self.tokenizer, self.scheduler, self.choice,
                                  self.limits)
         self.fronts = [EmbeddingServicer(self.embedder, self.metrics)]
         if config.tei_compat:
