@@ -122,8 +122,40 @@ def test_over_budget_is_an_error_not_a_truncation(tiny_bundle):
     assert runtime.policy.max_sequences == runtime.context_sequences == 32
     try:
         with pytest.raises(ValueError, match="sequence of 40 tokens is over this runtime's "
-                                             "context of 32"):
+                                             "limit of 32"):
             runtime.embed([[100] * 40])
         assert runtime.embed([[100] * 32]).shape == (1, 64)
+    finally:
+        runtime.close()
+
+
+def test_an_input_longer_than_a_pass_runs_alone_in_passes(tiny_bundle):
+    """Passes are short (attention spans one pass); a longer input still gets its full
+    context: decoded a pass at a time into a context of its own, it equals one long pass."""
+    bundle = Bundle(tiny_bundle)
+    tokenizer = bundle.tokenizer(max_input_tokens=400)
+    long_text = tokenizer.encode(["A long document about many things, " * 40],
+                                 bundle.manifest.prompts["document"])[0][:300]
+    short = tokenizer.encode(["a short query"], bundle.manifest.prompts["query"])[0]
+    in_passes = bundle.open_runtime("gguf-f16", bundle.runtime_options(
+        max_batch_tokens=64, max_input_tokens=400))
+    one_pass = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=512))
+    try:
+        assert in_passes.pass_tokens == 64 and in_passes.max_tokens == 400
+        vectors = in_passes.embed([short, long_text, short])
+        reference = one_pass.embed([short, long_text, short])
+    finally:
+        in_passes.close()
+        one_pass.close()
+    assert np.min(np.sum(vectors * reference, axis=1)) >= 0.99999
+    last_pass_only = tail_vector(bundle, long_text, 300 % 64)
+    assert float(vectors[1] @ last_pass_only) < 0.999  # the whole input counted
+
+
+def tail_vector(bundle, sequence, tokens):
+    """The vector of only the last `tokens` of `sequence` (as if earlier passes were lost)."""
+    runtime = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=512))
+    try:
+        return runtime.embed([sequence[-tokens:]])[0]
     finally:
         runtime.close()

@@ -1,14 +1,20 @@
 """llama.cpp backend (GGUF) through llama-cpp-python's low-level API.
 
 It takes token ids from the bundle tokenizer (so ids equal every other runtime's), packs several
-sequences into one decode without padding, and reads the pooled (LAST) vector of each sequence.
-A sequence or batch that does not fit the context is an error here, never a silent truncation.
+sequences into one decode pass without padding, and reads the pooled (LAST) vector of each.
+
+Passes are short (`PASS_TOKENS`): packed sequences share one unified KV cache and are masked
+apart, so every token of a pass attends over the whole pass, and in embedding mode llama.cpp
+computes and keeps the LM head's logits for every token (it refuses to output fewer), 0.6 MB
+per token at Qwen3's vocabulary. The context is sized for one pass; an input longer than a
+pass runs alone in a context of its own, a pass at a time (the KV cache carries the earlier
+passes), up to the runtime's input limit. A sequence over that limit is an error here, never a
+silent truncation.
 
 Packing is invariant up to rounding only: llama.cpp picks matmul kernels (and how it quantises
 activations) by the batch's shape, so a text's vector can move by ~1e-4 (F16) to ~2e-3 (Q8_0)
 per component with its batch-mates. `batch_invariant=True` decodes one sequence per pass, which
-makes a vector a function of its text alone, at a cost (0.6B Q8_0, 2 cores, 32 short queries:
-82 instead of 138 tokens/s).
+makes a vector a function of its text alone, at a cost.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from embedrpc.service.runtimes.base import (
 
 KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
 LLAMA_MAX_SEQ = 256  # llama.cpp's compile-time limit on sequences per context
+PASS_TOKENS = 256  # tokens per decode pass (benchmarks/results/llamacpp-passes-*.md)
+CONTEXT_GRANULE = 256  # llama.cpp pads contexts to this
 _GGML_LOG_LEVEL_ERROR = 4
 _log_callback = None  # kept referenced: llama.cpp calls it from C
 _backends_loaded = False
@@ -96,10 +104,6 @@ class LlamaCppRuntime(Runtime):
                                  "(pip install 'embedrpc[llamacpp]')") from exc
         if options.kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}")
-        # One context holds a full batch, or the longest input alone; llama.cpp reserves an
-        # output per sequence within it (it aborts the process otherwise).
-        context = options.context_tokens
-        max_sequences = min(max_sequences, context, LLAMA_MAX_SEQ)
         self._llama = llama_cpp
         _quiet_logs(llama_cpp)
         _load_dynamic_backends_once(llama_cpp)
@@ -110,61 +114,115 @@ class LlamaCppRuntime(Runtime):
         self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self._model:
             raise RuntimeFailure(f"llama.cpp cannot load {model_path}")
-        threads = options.threads or os.cpu_count() or 1
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = context
-        params.n_seq_max = max_sequences
-        params.kv_unified = True  # every sequence may use the whole context
-        params.embeddings = True
-        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST
-        params.type_k = params.type_v = KV_TYPES[options.kv_type]
-        params.n_threads = params.n_threads_batch = threads
-        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
-        if not self._ctx:
+        self._kv_type = KV_TYPES[options.kv_type]
+        self._threads = options.threads or os.cpu_count() or 1
+        # Every pass is at most `pass_tokens` long, so attention spans one pass, not the whole
+        # budget; an input longer than a pass runs alone, in passes, in a context of its own.
+        self.pass_tokens = min(options.max_batch_tokens, PASS_TOKENS)
+        self.max_tokens = options.context_tokens
+        max_sequences = min(max_sequences, self.pass_tokens, LLAMA_MAX_SEQ)
+        self.context_sequences = max_sequences
+        self._ctx = None
+        try:
+            self._pass_context()
+        except RuntimeFailure:
             llama_cpp.llama_model_free(self._model)
-            raise RuntimeFailure(f"llama.cpp cannot create a context for {model_path}")
+            self._model = None
+            raise
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._batch = llama_cpp.llama_batch_init(context, 0, 1)
+        self._batch = llama_cpp.llama_batch_init(self.pass_tokens, 0, 1)
         self.hidden_size = llama_cpp.llama_model_n_embd(self._model)
         self.name, self.artifact, self.precision = "llamacpp", artifact, precision
-        self.context_tokens, self.context_sequences = context, max_sequences
-        self.policy = BatchPolicy(options.max_batch_tokens, packed=True,
+        self.policy = BatchPolicy(self.pass_tokens, packed=True,
                                   max_sequences=1 if options.batch_invariant else max_sequences)
+
+    def _new_context(self, tokens: int, sequences: int):
+        """A context for `tokens` tokens of up to `sequences` sequences, decoded in passes of
+        at most `pass_tokens` (llama.cpp computes, and keeps, the LM head's logits for every
+        token of a pass in embedding mode: 0.6 MB per token at Qwen3's vocabulary)."""
+        llama_cpp = self._llama
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = _round_up(tokens, CONTEXT_GRANULE)
+        params.n_batch = params.n_ubatch = self.pass_tokens
+        params.n_seq_max = sequences
+        params.kv_unified = True  # sequences of one pass share the cells
+        params.embeddings = True
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST
+        params.type_k = params.type_v = self._kv_type
+        params.n_threads = params.n_threads_batch = self._threads
+        return llama_cpp.llama_init_from_model(self._model, params)
 
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
         # llama.cpp aborts the whole process past its context: refuse here instead.
         longest = max(len(s) for s in sequences)
-        if longest > self.context_tokens:
-            raise ValueError(f"a sequence of {longest} tokens is over this runtime's context of "
-                             f"{self.context_tokens} tokens; it is not truncated here")
+        if longest > self.max_tokens:
+            raise ValueError(f"a sequence of {longest} tokens is over this runtime's limit of "
+                             f"{self.max_tokens} tokens; it is not truncated here")
         total = sum(len(s) for s in sequences)
-        if total > self.context_tokens or len(sequences) > self.context_sequences:
+        if len(sequences) == 1 and total > self.pass_tokens:
+            return self._embed_long(sequences[0])
+        if total > self.pass_tokens or len(sequences) > self.context_sequences:
             raise ValueError(f"batch of {len(sequences)} sequences / {total} tokens exceeds "
-                             f"the context's {self.context_sequences} sequences / "
-                             f"{self.context_tokens} tokens")
-        llama_cpp, batch = self._llama, self._batch
-        row = 0
-        for seq_id, sequence in enumerate(sequences):
-            for position, token in enumerate(sequence):
+                             f"a pass's {self.context_sequences} sequences / "
+                             f"{self.pass_tokens} tokens")
+        ctx = self._pass_context()
+        self._clear(ctx)
+        self._decode(ctx, [(seq_id, 0, s) for seq_id, s in enumerate(sequences)])
+        return _unit_rows([self._pooled(ctx, seq_id) for seq_id in range(len(sequences))])
+
+    def _pass_context(self):
+        if self._ctx is None:
+            self._ctx = self._new_context(self.pass_tokens, self.context_sequences)
+            if not self._ctx:
+                self._ctx = None
+                raise RuntimeFailure(f"llama.cpp cannot create a context of "
+                                     f"{self.pass_tokens} tokens")
+        return self._ctx
+
+    def _release_pass_context(self) -> None:
+        if self._ctx is not None:
+            self._llama.llama_free(self._ctx)
+            self._ctx = None
+
+    def _embed_long(self, sequence: list[int]) -> np.ndarray:
+        """One input longer than a pass: a context of its own, filled a pass at a time (the
+        KV cache carries the earlier passes). Only one context exists at a time (the pass
+        context is made again for the next batch), so peak memory is the larger one's."""
+        self._release_pass_context()
+        ctx = self._new_context(len(sequence), 1)
+        if not ctx:
+            raise RuntimeFailure(f"llama.cpp cannot create a context of {len(sequence)} tokens")
+        try:
+            for start in range(0, len(sequence), self.pass_tokens):
+                self._decode(ctx, [(0, start, sequence[start:start + self.pass_tokens])])
+            return _unit_rows([self._pooled(ctx, 0)])
+        finally:
+            self._llama.llama_free(ctx)
+
+    def _clear(self, ctx) -> None:
+        self._llama.llama_memory_clear(self._llama.llama_get_memory(ctx), True)
+
+    def _decode(self, ctx, pieces: list[tuple[int, int, list[int]]]) -> None:
+        """Decode `(sequence id, first position, tokens)` pieces as one pass."""
+        batch, row = self._batch, 0
+        for seq_id, start, tokens in pieces:
+            for offset, token in enumerate(tokens):
                 batch.token[row] = token
-                batch.pos[row] = position
+                batch.pos[row] = start + offset
                 batch.n_seq_id[row] = 1
                 batch.seq_id[row][0] = seq_id
-                batch.logits[row] = True
+                batch.logits[row] = True  # embedding contexts must output every token
                 row += 1
         batch.n_tokens = row
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
-        status = llama_cpp.llama_decode(self._ctx, batch)
+        status = self._llama.llama_decode(ctx, batch)
         if status != 0:
             raise RuntimeFailure(f"llama_decode failed with status {status}")
-        vectors = np.empty((len(sequences), self.hidden_size), dtype=np.float32)
-        for seq_id in range(len(sequences)):
-            pointer = llama_cpp.llama_get_embeddings_seq(self._ctx, seq_id)
-            if not pointer:
-                raise RuntimeFailure(f"llama.cpp returned no pooled embedding for sequence "
-                                     f"{seq_id}")
-            vectors[seq_id] = np.ctypeslib.as_array(pointer, shape=(self.hidden_size,))
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def _pooled(self, ctx, seq_id: int) -> np.ndarray:
+        pointer = self._llama.llama_get_embeddings_seq(ctx, seq_id)
+        if not pointer:
+            raise RuntimeFailure(f"llama.cpp returned no pooled embedding for sequence {seq_id}")
+        return np.ctypeslib.as_array(pointer, shape=(self.hidden_size,)).copy()
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         """llama.cpp's own tokenisation of `text` (special tokens in the text are parsed)."""
@@ -178,14 +236,23 @@ class LlamaCppRuntime(Runtime):
         return list(tokens[:count])
 
     def close(self) -> None:
-        if getattr(self, "_ctx", None):
+        if getattr(self, "_model", None):
             self._llama.llama_batch_free(self._batch)
-            self._llama.llama_free(self._ctx)
+            self._release_pass_context()
             self._llama.llama_model_free(self._model)
-            self._ctx = None
+            self._model = None
 
     def __del__(self):
         self.close()
+
+
+def _round_up(value: int, granule: int) -> int:
+    return -(-value // granule) * granule
+
+
+def _unit_rows(rows: list[np.ndarray]) -> np.ndarray:
+    vectors = np.stack(rows).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _open(bundle, artifact, options: RuntimeOptions) -> LlamaCppRuntime:
