@@ -42,7 +42,7 @@ RUN set -eu; mkdir -p /wheels; \
         "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}"; \
     fi
 
-# ---- cpu: llama.cpp (GGUF) and onnxruntime (int8/fp32) -------------------------------------
+# ---- cpu: llama.cpp (GGUF), onnxruntime (int8/fp32) and OpenVINO (int8/bf16 IR) -------------
 FROM ${PYTHON_IMAGE} AS cpu
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -52,7 +52,8 @@ RUN apt-get update \
 ENV PATH=/opt/embedrpc/bin:$PATH
 COPY --from=embedrpc-wheel /wheels /tmp/wheels
 COPY --from=llama-wheel /wheels /tmp/wheels
-RUN pip install --no-cache-dir /tmp/wheels/embedrpc-*.whl /tmp/wheels/llama_cpp_python-*.whl \
+RUN pip install --no-cache-dir "$(echo /tmp/wheels/embedrpc-*.whl)[openvino]" \
+      /tmp/wheels/llama_cpp_python-*.whl \
  && rm -rf /tmp/wheels \
  && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin embedrpc \
  && mkdir -p /var/cache/embedrpc && chown 10001 /var/cache/embedrpc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedrpc.export import gguf_export, onnx_export
+from embedrpc.export import gguf_export, onnx_export, openvino_export
 from embedrpc.export.formats import FORMATS, FormatSpec
 from embedrpc.export.staging import Staging
 from embedrpc.service import layout
@@ -25,6 +25,8 @@ class ArtifactBuilder:
         self._gguf_f16: Path | None = None
 
     def build(self, spec: FormatSpec) -> list[Path]:
+        if spec.format == "openvino":
+            return self.openvino(spec)
         if spec.format == "onnx":
             if spec.precision == "fp32":
                 return self.onnx_fp32()
@@ -38,6 +40,22 @@ class ArtifactBuilder:
         if spec.precision in gguf_export.WRITTEN_TYPES:
             return self._write_gguf(target, spec.precision)
         return gguf_export.quantize(self.gguf_f16(), target, spec.precision)
+
+    def openvino(self, spec: FormatSpec) -> list[Path]:
+        source = next(p for p in self.onnx_fp32() if p.name == "model.onnx")
+        out_dir = self.root / spec.directory
+        if spec.precision == "bf16":
+            return openvino_export.write_bf16(source, out_dir)
+        tokenizer = self.manifest.tokenizer
+        calibration = openvino_export.calibration_inputs(
+            self._tokenizer(), self.manifest.prompts, tokenizer.pad_token_id,
+            tokenizer.padding_side)
+        return openvino_export.write_int8(source, out_dir, calibration)
+
+    def _tokenizer(self):
+        from embedrpc.service.bundle import Bundle
+
+        return Bundle(self.root, self.manifest).tokenizer()
 
     def _home(self, name: str) -> Path:
         return self.root / FORMATS[name].directory if name in self.requested \
@@ -65,6 +83,6 @@ class ArtifactBuilder:
 
 def record(spec: FormatSpec, files: list[Path], root: Path) -> Artifact:
     relative = [p.relative_to(root).as_posix() for p in files]
-    main = next(r for r in relative if r.endswith((".onnx", ".gguf")))
+    main = layout.artifact_file(spec.format, spec.precision)
     return Artifact(spec.name, spec.format, spec.precision, main,
                     [FileEntry.of(root, r) for r in relative], lossy=spec.lossy)

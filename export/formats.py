@@ -11,7 +11,7 @@ from embedrpc.service import layout
 @dataclass(frozen=True)
 class FormatSpec:
     name: str
-    format: str  # "onnx" | "gguf"
+    format: str  # "onnx" | "gguf" | "openvino"
     precision: str
     bar: float  # minimum cosine vs the oracle over the probe set
 
@@ -32,10 +32,12 @@ FORMATS = {spec.name: spec for spec in [
     FormatSpec("gguf-bf16", "gguf", "bf16", 0.9999),
     FormatSpec("gguf-q8_0", "gguf", "q8_0", 0.995),
     FormatSpec("gguf-q4_k_m", "gguf", "q4_k_m", 0.95),
+    FormatSpec("openvino-int8", "openvino", "int8", 0.995),
+    FormatSpec("openvino-bf16", "openvino", "bf16", 0.9999),
 ]}
 BARS = {name: spec.bar for name, spec in FORMATS.items()}
 FORMAT_GROUPS = {group: [n for n in FORMATS if n.startswith(group + "-")]
-                 for group in ("onnx", "gguf")}
+                 for group in ("onnx", "gguf", "openvino")}
 DEFAULT_FORMATS = list(FORMATS)
 
 

@@ -4,6 +4,7 @@
     tokenizer.json           the checkpoint's tokenizer (plus tokenizer_config.json etc.)
     onnx/<precision>/model.onnx   (+ model.onnx.data)
     gguf/model-<precision>.gguf
+    openvino/<precision>/model.xml  (+ model.bin)
     parity/probes.json       probe texts and prompt names
     parity/oracle.npy        sentence-transformers vectors for the probes
     parity/report.txt        the parity table
@@ -19,17 +20,19 @@ TOKENIZER = "tokenizer.json"
 PROBES = "parity/probes.json"
 ORACLE = "parity/oracle.npy"
 REPORT = "parity/report.txt"
-FORMATS = ("onnx", "gguf")
+FORMATS = ("onnx", "gguf", "openvino")
 
 
 def artifact_dir(format: str, precision: str) -> str:
-    return f"onnx/{precision}" if format == "onnx" else "gguf"
+    return "gguf" if format == "gguf" else f"{format}/{precision}"
 
 
 def artifact_file(format: str, precision: str) -> str:
     """The file a runtime opens, relative to the bundle root."""
     if format == "onnx":
         return f"{artifact_dir(format, precision)}/model.onnx"
+    if format == "openvino":
+        return f"{artifact_dir(format, precision)}/model.xml"
     return f"{artifact_dir(format, precision)}/model-{precision}.gguf"
 
 

@@ -5,10 +5,10 @@ The rule names candidates; each is then proved on this host by a self-check in a
 and is timed), and the choice is made from those verdicts, never from assumptions about a CPU:
 
 `auto`: a visible CUDA device with onnxruntime's CUDA provider -> `onnx-cuda` (fp16, else fp32)
-if it passes; otherwise the CPU families, onnxruntime (int8, else fp32, fp16) and llama.cpp
-(Q8_0, else F16, BF16, Q4_K_M): in each family the first artifact that passes, and of those
-the one the self-check measured fastest on this host. `--runtime` narrows to one family,
-`--artifact` to one candidate, which must pass.
+if it passes; otherwise the CPU families, onnxruntime (int8, else fp32, fp16), OpenVINO (int8,
+else bf16) and llama.cpp (Q8_0, else F16, BF16, Q4_K_M): in each family the first artifact that
+passes, and of those the one the self-check measured fastest on this host. `--runtime` narrows
+to one family, `--artifact` to one candidate, which must pass.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from embedrpc.service.manifest import Manifest
 from embedrpc.service.runtimes import KINDS
 
 RUNTIMES = ("auto", *KINDS)
-CPU_KINDS = ("onnx-cpu", "llamacpp")  # compared by the self-check's timing
+CPU_KINDS = ("onnx-cpu", "openvino-cpu", "llamacpp")  # compared by the self-check's timing
 GPU_KINDS = ("onnx-cuda",)  # preferred to any CPU kind that passes
 
 

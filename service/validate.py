@@ -25,7 +25,7 @@ from embedrpc.service.runtimes import RuntimeOptions
 from embedrpc.service.tokenization import Truncation
 
 PARITY_BATCH_TOKENS = 4096
-ENGINES = {"onnx": "onnxruntime", "gguf": "llama.cpp"}  # who runs an artifact format
+ENGINES = {"onnx": "onnxruntime", "gguf": "llama.cpp", "openvino": "OpenVINO"}  # by format
 
 
 @dataclass

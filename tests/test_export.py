@@ -48,7 +48,7 @@ def test_the_bars_are_the_documented_contract():
     """The one place the bars are restated: the README's parity table."""
     assert BARS == {"onnx-fp32": 0.99999, "onnx-fp16": 0.9999, "onnx-int8": 0.995,
                     "gguf-f16": 0.9999, "gguf-bf16": 0.9999, "gguf-q8_0": 0.995,
-                    "gguf-q4_k_m": 0.95}
+                    "gguf-q4_k_m": 0.95, "openvino-int8": 0.995, "openvino-bf16": 0.9999}
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])

@@ -11,19 +11,23 @@ from embedrpc.service.selection import Candidate, Host, SelectionError, Verdict,
 ALL = ["onnx-fp32", "onnx-fp16", "onnx-int8", "gguf-f16", "gguf-bf16", "gguf-q8_0",
        "gguf-q4_k_m"]
 NO_LLAMA = "llama-cpp-python is not installed"
+NO_OPENVINO = "openvino is not installed"
 
 
-def make_host(cuda: bool, llamacpp: bool) -> Host:
+def make_host(cuda: bool, llamacpp: bool, openvino: bool = False) -> Host:
     return Host({"onnx-cuda": (cuda, "a CUDA device is visible" if cuda
                                else "no NVIDIA device is visible"),
                  "onnx-cpu": (True, "onnxruntime is installed"),
+                 "openvino-cpu": (openvino, "openvino is installed" if openvino
+                                  else NO_OPENVINO),
                  "llamacpp": (llamacpp, "llama-cpp-python is installed" if llamacpp
                               else NO_LLAMA)})
 
 
-GPU = make_host(cuda=True, llamacpp=True)
+GPU = make_host(cuda=True, llamacpp=True, openvino=True)
 CPU_WITH_LLAMA = make_host(cuda=False, llamacpp=True)
 CPU_ONLY = make_host(cuda=False, llamacpp=False)
+EVERY_CPU = make_host(cuda=False, llamacpp=True, openvino=True)
 
 
 def manifest(*names: str) -> Manifest:
@@ -47,6 +51,10 @@ def names(tiers) -> list[list[list[str]]]:
      [[["onnx-cpu onnx-int8"], ["llamacpp gguf-bf16", "llamacpp gguf-q4_k_m"]]]),
     (CPU_WITH_LLAMA, ["onnx-fp32", "onnx-int8"], [[["onnx-cpu onnx-int8", "onnx-cpu onnx-fp32"]]]),
     (CPU_ONLY, ALL, [[["onnx-cpu onnx-int8", "onnx-cpu onnx-fp32", "onnx-cpu onnx-fp16"]]]),
+    (EVERY_CPU, ["openvino-bf16", "gguf-q8_0", "onnx-fp32", "openvino-int8"],
+     [[["onnx-cpu onnx-fp32"], ["openvino-cpu openvino-int8", "openvino-cpu openvino-bf16"],
+       ["llamacpp gguf-q8_0"]]]),
+    (CPU_WITH_LLAMA, ["openvino-int8", "gguf-q8_0"], [[["llamacpp gguf-q8_0"]]]),
 ])
 def test_auto_candidates(host, present, expected):
     chosen = plan(manifest(*present), host=host)
@@ -55,7 +63,8 @@ def test_auto_candidates(host, present, expected):
 
 def test_reasons_say_why():
     assert plan(manifest(*ALL), host=CPU_ONLY).reason == \
-        "no usable CUDA (no NVIDIA device is visible); llama-cpp-python is not installed"
+        "no usable CUDA (no NVIDIA device is visible); openvino is not installed; " \
+        "llama-cpp-python is not installed"
     assert plan(manifest(*ALL), host=GPU).reason == "a CUDA device is visible"
 
 

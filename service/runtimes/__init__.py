@@ -7,7 +7,7 @@ this registry.
 
 from __future__ import annotations
 
-from embedrpc.service.runtimes import llamacpp_runtime, onnx_runtime
+from embedrpc.service.runtimes import llamacpp_runtime, onnx_runtime, openvino_runtime
 from embedrpc.service.runtimes.base import (
     Runtime,
     RuntimeFailure,
@@ -18,9 +18,9 @@ from embedrpc.service.runtimes.base import (
 )
 
 KINDS: dict[str, RuntimeKind] = {kind.name: kind for kind in (
-    onnx_runtime.CUDA, onnx_runtime.CPU, llamacpp_runtime.KIND)}
+    onnx_runtime.CUDA, onnx_runtime.CPU, openvino_runtime.KIND, llamacpp_runtime.KIND)}
 # The kind that runs an artifact when none is named: the CPU one for its format.
-DEFAULT_KIND = {"onnx": "onnx-cpu", "gguf": "llamacpp"}
+DEFAULT_KIND = {"onnx": "onnx-cpu", "gguf": "llamacpp", "openvino": "openvino-cpu"}
 
 __all__ = ["DEFAULT_KIND", "KINDS", "Runtime", "RuntimeFailure", "RuntimeHealth", "RuntimeKind",
            "RuntimeOptions", "RuntimeUnavailable"]

@@ -90,3 +90,16 @@ class RuntimeKind:
     artifacts: tuple[str, ...]  # the artifacts it runs, best first
     available: Callable[[], tuple[bool, str]]  # (usable here, why or why not)
     open: Callable[..., Runtime]  # open(path, artifact, manifest, options) -> Runtime
+
+
+def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to the longest sequence: (input_ids, attention_mask), both int64."""
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        span = slice(0, len(sequence)) if side == "right" \
+            else slice(longest - len(sequence), longest)
+        ids[row, span] = sequence
+        mask[row, span] = 1
+    return ids, mask

@@ -22,24 +22,12 @@ from embedrpc.service.runtimes.base import (
     RuntimeFailure,
     RuntimeKind,
     RuntimeOptions,
+    pad,
 )
 
 CPU_PROVIDERS = ["CPUExecutionProvider"]
 CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 CPU_MAX_PADDING_RATIO = 1.25
-
-
-def pad(sequences: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pad to the longest sequence: (input_ids, attention_mask), both int64."""
-    longest = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), longest), dtype=np.int64)
-    for row, sequence in enumerate(sequences):
-        span = slice(0, len(sequence)) if side == "right" \
-            else slice(longest - len(sequence), longest)
-        ids[row, span] = sequence
-        mask[row, span] = 1
-    return ids, mask
 
 
 class OnnxRuntime(Runtime):

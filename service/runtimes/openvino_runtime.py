@@ -1,0 +1,94 @@
+"""OpenVINO backend (`openvino-cpu`): the bundle's IR, converted at export from the ONNX fp32
+graph, so pooling and normalisation are in-graph here too.
+
+Two artifacts: `openvino-int8`, quantised by NNCF with static activation scales calibrated on
+the bundle's own calibration corpus, and `openvino-bf16`, the graph run with OpenVINO's bf16
+inference precision where the CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere it
+runs in fp32 and reports so. Static scales make a text's vector independent of its batch-mates
+(up to rounding), so unlike onnxruntime's dynamic int8 this int8 may batch; a CPU computes every
+padded token, so batches hold padding within 1.25x the real tokens, as for onnx-cpu.
+
+Padding always goes on the right, whatever side the bundle's tokenizer pads: the graph pools the
+last real token either way (onnxruntime fp32 gives identical vectors for both sides), but
+OpenVINO's fused attention moves a left-padded text's vector with its batch-mates (by up to
+3e-3 per component for int8 on the tiny test model) and a right-padded one not at all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from embedrpc.service.batching import BatchPolicy
+from embedrpc.service.runtimes.base import (
+    DEFAULT_OPTIONS,
+    Runtime,
+    RuntimeFailure,
+    RuntimeKind,
+    RuntimeOptions,
+    pad,
+)
+
+MAX_PADDING_RATIO = 1.25
+PADDING_SIDE = "right"
+# The precision each artifact computes in; int8 keeps its unquantised operations in fp32 on
+# every CPU (OpenVINO would otherwise pick bf16 on AMX hosts), so int8 means the same everywhere.
+INFERENCE_PRECISION = {"int8": "f32", "bf16": "bf16"}
+
+
+def native_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoRuntime(Runtime):
+    def __init__(self, model_path, *, artifact: str, precision: str, pad_token_id: int,
+                 options: RuntimeOptions = DEFAULT_OPTIONS):
+        try:
+            import openvino
+        except ImportError as exc:
+            raise RuntimeFailure("the OpenVINO runtime needs openvino "
+                                 "(pip install 'embedrpc[openvino]')") from exc
+        if precision not in INFERENCE_PRECISION:
+            raise RuntimeFailure(f"openvino-cpu runs int8 or bf16 artifacts, not {precision}")
+        core = openvino.Core()
+        inference = INFERENCE_PRECISION[precision]
+        if inference == "bf16" and not native_bf16(core):
+            inference = "f32"
+        config = {"INFERENCE_PRECISION_HINT": inference, "PERFORMANCE_HINT": "LATENCY",
+                  "ENABLE_MMAP": True}
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        try:
+            compiled = core.compile_model(str(model_path), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError and its own types
+            raise RuntimeFailure(f"cannot load {model_path}: {exc}") from exc
+        self._request = compiled.create_infer_request()
+        self._output = compiled.output("embeddings")
+        self.name, self.artifact = "openvino-cpu", artifact
+        self.precision = precision if inference != "f32" or precision == "int8" \
+            else f"{precision} (run in fp32: no native bf16 on this CPU)"
+        self.pad_token_id = pad_token_id
+        self.policy = BatchPolicy(options.max_batch_tokens, max_padding_ratio=MAX_PADDING_RATIO)
+
+    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+        ids, mask = pad(sequences, self.pad_token_id, PADDING_SIDE)
+        result = self._request.infer({"input_ids": ids, "attention_mask": mask})
+        vectors = np.asarray(result[self._output], dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _open(bundle, artifact, options: RuntimeOptions) -> OpenVinoRuntime:
+    return OpenVinoRuntime(bundle.path_of(artifact), artifact=artifact.name,
+                           precision=artifact.precision,
+                           pad_token_id=bundle.manifest.tokenizer.pad_token_id, options=options)
+
+
+def _available() -> tuple[bool, str]:
+    if importlib.util.find_spec("openvino") is None:
+        return False, "openvino is not installed"
+    return True, "openvino is installed"
+
+
+KIND = RuntimeKind("openvino-cpu", ("openvino-int8", "openvino-bf16"), _available, _open)
