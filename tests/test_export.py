@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -146,6 +147,15 @@ def test_adapter_merge_matches_peft(adapter_checkpoint, tmp_path_factory, tmp_pa
         vectors = st_oracle(plain_qwen3_dir(adapter_checkpoint, tmp_path / f"{other}",
                                             other)).encode(FRESH_TEXTS, prompt_name="query")
         assert min_cosine(got, vectors) < 0.999
+
+
+def test_every_bundle_file_gets_the_permissions_of_a_new_file(tiny_bundle):
+    """A bundle exported by one user is served by another (the container's non-root user);
+    onnxruntime's quantiser alone writes its data file owner-only."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (p for p in tiny_bundle.rglob("*") if p.is_file()):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def test_parity_report_written(tiny_bundle):
