@@ -14,8 +14,9 @@ from pathlib import Path
 from benchmarks import assets, engines, limit, report
 from benchmarks.workload import make_workload
 
-ENGINES = [("onnx-cpu", "onnx-int8"), ("onnx-cpu", "onnx-fp32"), ("llamacpp", "gguf-q8_0"),
-           ("llamacpp", "gguf-f16")]
+ENGINES = [("onnx-cpu", "onnx-int8"), ("onnx-cpu", "onnx-fp32"),
+           ("openvino-cpu", "openvino-int8"), ("openvino-cpu", "openvino-bf16"),
+           ("llamacpp", "gguf-q8_0"), ("llamacpp", "gguf-f16")]
 SIZES = {"quick": dict(queries=16, docs128=6, docs512=2, latency=12),
          "full": dict(queries=64, docs128=24, docs512=8, latency=40)}
 
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", help="results file name (default: quick or full + date)")
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--infinity", help="path of an `infinity_emb` executable (own venv)")
+    parser.add_argument("--embroider", help="python of an environment with `embroider`")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
 
@@ -59,32 +61,45 @@ def main(argv=None) -> int:
     limits = {"fp32_gflops": fp32, "int8_gops": int8, "gflop_per_token": flops / 1e9,
               "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops}
 
+    print("[bench] onnx-fp32 reference vectors", file=sys.stderr)
+    reference = bundle.open_runtime("onnx-fp32", bundle.runtime_options(
+        threads=args.threads, max_input_tokens=max(map(len, sequences)))).embed(sequences)
     results, unavailable = [], []
     for runtime, artifact in ENGINES:
         print(f"[bench] {artifact}: raw", file=sys.stderr)
         results.append(engines.raw(bundle, artifact, sequences, query_ids, args.threads,
-                                   args.max_batch_tokens))
+                                   args.max_batch_tokens, reference))
         print(f"[bench] {artifact}: served", file=sys.stderr)
         results.append(engines.served(bundle_dir, runtime, artifact, texts, queries, tokens,
                                       args.threads, args.max_batch_tokens, args.clients))
     if not args.skip_peers:
-        print("[bench] peer: sentence-transformers", file=sys.stderr)
-        results.append(engines.sentence_transformers_fp32(checkpoint, prompted, queries, tokens,
-                                                           args.threads))
+        for dtype in ("fp32", "bf16"):
+            print(f"[bench] peer: sentence-transformers {dtype}", file=sys.stderr)
+            results.append(engines.sentence_transformers(checkpoint, prompted, queries, tokens,
+                                                         args.threads, dtype, reference))
         print("[bench] peer: llama-cpp-python embed()", file=sys.stderr)
         gguf = bundle.path_of(bundle.manifest.artifact("gguf-q8_0"))
-        results.append(engines.llama_cpp_embed_defaults(gguf, prompted, queries, tokens))
+        results.append(engines.llama_cpp_embed_defaults(gguf, prompted, queries, tokens,
+                                                        reference))
         infinity = shutil.which("infinity_emb") or (
             args.infinity if args.infinity and Path(args.infinity).exists() else None)
         if infinity:
             print("[bench] peer: Infinity", file=sys.stderr)
-            reference = bundle.open_runtime("onnx-fp32").embed(sequences[:4])
             results.append(engines.infinity(infinity, checkpoint, prompted, queries, tokens,
-                                            args.clients, reference))
+                                            args.clients, reference[:4]))
         else:
             unavailable.append("Infinity (infinity-emb): no `infinity_emb` found; it needs its "
                                "own environment (numpy<2, sentence-transformers<4): see "
                                "benchmarks/README.md")
+
+        if args.embroider and Path(args.embroider).exists():
+            print("[bench] peer: embroider", file=sys.stderr)
+            results.append(engines.embroider(
+                args.embroider, assets.unpooled_onnx(checkpoint), bundle_dir / "tokenizer.json",
+                texts, queries, tokens, reference))
+        else:
+            unavailable.append("embroider: no `--embroider PYTHON` given; it runs in its own "
+                               "environment (see benchmarks/README.md)")
 
     table = report.rows(results, limits)
     settings = {"threads": args.threads, "clients": args.clients, "seed": args.seed,

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,9 +27,12 @@ class Result:
     seconds: float = 0.0
     texts: int = 0
     latency_ms: dict = field(default_factory=dict)  # p50/p95/p99 of single short queries
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # the server and its inference worker together
     cold_start_s: float | None = None
     note: str = ""
+    worker_rss_mb: float | None = None  # the process that holds the model
+    artifact_mb: float | None = None  # the served artifact's files
+    min_cosine: float | None = None  # against embedrpc onnx-fp32 on the same texts
 
     @property
     def tokens_per_s(self) -> float:
@@ -75,21 +79,25 @@ def latencies(send, queries: list) -> dict:
 
 
 def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[int]],
-        threads: int, max_batch_tokens: int) -> Result:
-    """The runtime called directly, batched by the same token budget as the server."""
+        threads: int, max_batch_tokens: int, reference: np.ndarray | None = None) -> Result:
+    """The runtime called directly, batched by the same token budget as the server;
+    `reference`: onnx-fp32 vectors of `sequences`, for its fidelity."""
     runtime = bundle.open_runtime(artifact, bundle.runtime_options(
         threads=threads, max_batch_tokens=max_batch_tokens,
         max_input_tokens=max(map(len, sequences))))
     try:
         runtime.embed(sequences[:2])  # warm-up
         started = time.perf_counter()
-        runtime.embed(sequences)
+        vectors = runtime.embed(sequences)
         elapsed = time.perf_counter() - started
         latency = latencies(lambda query: runtime.embed_batch([query]), queries)
     finally:
         runtime.close()
     return Result(f"embedrpc {runtime.name} {artifact}", "raw", sum(map(len, sequences)),
-                  elapsed, len(sequences), latency)
+                  elapsed, len(sequences), latency, artifact_mb=bundle.manifest.artifact(
+                      artifact).bytes / 2**20,
+                  min_cosine=None if reference is None else agreement(vectors, reference),
+                  note=f"precision {runtime.precision}")
 
 
 def _free_port() -> int:
@@ -102,6 +110,11 @@ def _peak_rss_mb(pid: int) -> float | None:
     """Peak RSS (VmHWM) of the server and its children (the inference worker holds the model)."""
     peaks = [_vm_hwm_kb(process) for process in (pid, *_children(pid))]
     known = [peak for peak in peaks if peak is not None]
+    return sum(known) / 1024 if known else None
+
+
+def _children_rss_mb(pid: int) -> float | None:
+    known = [peak for peak in map(_vm_hwm_kb, _children(pid)) if peak is not None]
     return sum(known) / 1024 if known else None
 
 
@@ -166,14 +179,16 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
             texts, clients)
         latency = latencies(lambda query: stub.Embed(pb.EmbedRequest(
             inputs=[query], task=pb.TASK_QUERY), timeout=60), queries)
-        rss = _peak_rss_mb(process.pid)
+        rss, worker_rss = _peak_rss_mb(process.pid), _children_rss_mb(process.pid)
     finally:
         channel.close()
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     return Result(f"embedrpc {runtime} {artifact}", "served", tokens, elapsed, len(texts),
                   latency, rss, cold_start, f"{clients} concurrent clients; {self_check} "
-                  f"(the cold start is a restart's, with the verdict cached)")
+                  f"(the cold start is a restart's, with the verdict cached)",
+                  worker_rss_mb=worker_rss,
+                  artifact_mb=bundle.manifest.artifact(artifact).bytes / 2**20)
 
 
 def _first_answer(stub, pb, process, started: float) -> float:
@@ -189,26 +204,38 @@ def _first_answer(stub, pb, process, started: float) -> float:
             time.sleep(0.1)
 
 
-def sentence_transformers_fp32(checkpoint, prompted: list[str], queries: list[str], tokens: int,
-                               threads: int) -> Result:
-    """`prompted`: the workload's texts with their prompts already in front."""
+def agreement(vectors: np.ndarray, reference: np.ndarray) -> float:
+    """Minimum cosine between rows of `vectors` and `reference` (the first rows of each)."""
+    count = min(len(vectors), len(reference))
+    a, b = vectors[:count], reference[:count]
+    return float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1)
+                        / np.linalg.norm(b, axis=1)))
+
+
+def sentence_transformers(checkpoint, prompted: list[str], queries: list[str], tokens: int,
+                          threads: int, dtype: str, reference: np.ndarray) -> Result:
+    """`prompted`: the workload's texts with their prompts already in front; `dtype`: "fp32"
+    or "bf16" (torch autocasts nothing: the model's weights are cast)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads or os.cpu_count())
-    model = SentenceTransformer(str(checkpoint), device="cpu")
+    model = SentenceTransformer(str(checkpoint), device="cpu", model_kwargs={
+        "torch_dtype": torch.bfloat16 if dtype == "bf16" else torch.float32})
     model.max_seq_length = max(model.max_seq_length, 1024)
     model.encode(prompted[:2], prompt="")
     started = time.perf_counter()
-    model.encode(prompted, prompt="", batch_size=32)
+    vectors = model.encode(prompted, prompt="", batch_size=32, convert_to_numpy=False)
     elapsed = time.perf_counter() - started
+    vectors = np.vstack([v.float().numpy() for v in vectors])
     latency = latencies(lambda query: model.encode([query], prompt_name="query"), queries)
-    return Result("sentence-transformers torch fp32", "peer", tokens, elapsed, len(prompted),
-                  latency, note=f"batch_size=32, torch {torch.__version__}")
+    return Result(f"sentence-transformers torch {dtype}", "peer", tokens, elapsed,
+                  len(prompted), latency, note=f"batch_size=32, torch {torch.__version__}",
+                  min_cosine=agreement(vectors, reference))
 
 
 def llama_cpp_embed_defaults(gguf_path, prompted: list[str], queries: list[str],
-                             tokens: int) -> Result:
+                             tokens: int, reference: np.ndarray) -> Result:
     """llama-cpp-python's own `Llama.embed()` with its defaults (it truncates to n_batch)."""
     from llama_cpp import Llama
 
@@ -218,14 +245,14 @@ def llama_cpp_embed_defaults(gguf_path, prompted: list[str], queries: list[str],
                     if len(model.tokenize(text.encode(), add_bos=True)) > model.n_batch)
     model.embed(inputs[:2])
     started = time.perf_counter()
-    model.embed(inputs)
+    vectors = np.array(model.embed(inputs), dtype=np.float32)
     elapsed = time.perf_counter() - started
     latency = latencies(lambda query: model.embed(["Query: " + query]), queries)
     note = f"defaults: n_ctx={model.n_ctx()}, n_batch={model.n_batch}"
     if truncated:
         note += f"; silently truncated {truncated} texts to n_batch tokens"
     return Result("llama-cpp-python Llama.embed() q8_0", "peer", tokens, elapsed, len(prompted),
-                  latency, note=note)
+                  latency, note=note, min_cosine=agreement(vectors, reference))
 
 
 def infinity(executable, checkpoint, prompted: list[str], queries: list[str], tokens: int,
@@ -263,9 +290,7 @@ def infinity(executable, checkpoint, prompted: list[str], queries: list[str], to
             except OSError:
                 time.sleep(0.5)
         cold_start = time.perf_counter() - started
-        check = post(prompted[:len(reference)])
-        agreement = float(np.min(np.sum(check * reference, axis=1)
-                                 / np.linalg.norm(check, axis=1)))
+        fidelity = agreement(post(prompted[:len(reference)]), reference)
         elapsed = saturate(lambda text: post([text]), prompted, clients)
         latency = latencies(lambda query: post(["Query: " + query]), queries)
         rss = _peak_rss_mb(process.pid)
@@ -273,6 +298,59 @@ def infinity(executable, checkpoint, prompted: list[str], queries: list[str], to
         process.terminate()
         process.wait(60)
     return Result("Infinity (infinity-emb, torch CPU)", "peer", tokens, elapsed, len(prompted),
-                  latency, rss, cold_start,
-                  f"{clients} concurrent HTTP clients; min cosine vs embedrpc onnx-fp32 "
-                  f"{agreement:.5f}")
+                  latency, rss, cold_start, f"{clients} concurrent HTTP clients",
+                  min_cosine=fidelity)
+
+
+EMBROIDER_RUN = """
+import json, sys, time
+import embroider
+onnx, tokenizer, texts_file = sys.argv[1:4]
+items = json.load(open(texts_file))
+started = time.perf_counter()
+model = embroider.JinaV5.open_files(onnx, tokenizer, truncate_dim=1024, device="cpu",
+                                    max_length=8192)
+opened = time.perf_counter() - started
+model.encode_batch([items["texts"][0][1]], task="Document")
+vectors, began = [], time.perf_counter()
+for kind, text in items["texts"]:
+    vectors.append(list(model.encode_batch([text], task=kind)[0]))
+elapsed = time.perf_counter() - began
+latency = []
+for query in items["queries"]:
+    sent = time.perf_counter()
+    model.encode_batch([query], task="Query")
+    latency.append(time.perf_counter() - sent)
+rss = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"seconds": elapsed, "vectors": vectors, "latency": latency,
+                  "open_s": opened, "rss_kb": int(rss), "version": embroider.__version__
+                  if hasattr(embroider, "__version__") else "?"}))
+"""
+
+
+def embroider(python, onnx_path, tokenizer_path, texts: list[Text], queries: list[str],
+              tokens: int, reference: np.ndarray) -> Result:
+    """embroider (PyPI; Rust + onnxruntime, Jina v5 semantics) in its own environment, on the
+    unpooled fp32 graph: one text per forward, its own prompts ("Query: "/"Document: ")."""
+    import json
+    import tempfile
+
+    import onnxruntime
+
+    library = next((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so*"))
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as items:
+        json.dump({"texts": [["Query" if t.kind == "query" else "Document", t.text]
+                             for t in texts], "queries": queries}, items)
+        items.flush()
+        done = subprocess.run([str(python), "-c", EMBROIDER_RUN, str(onnx_path),
+                               str(tokenizer_path), items.name], capture_output=True, text=True,
+                              env={**os.environ, "ORT_DYLIB_PATH": str(library)}, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"embroider failed: {done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    vectors = np.array(out["vectors"], dtype=np.float32)
+    return Result("embroider (Rust + onnxruntime) fp32", "peer", tokens, out["seconds"],
+                  len(texts), percentiles(out["latency"]), out["rss_kb"] / 1024,
+                  note=f"one text per forward, CPU arena off, session open "
+                       f"{out['open_s']:.1f} s; onnxruntime {onnxruntime.__version__} via "
+                       f"ORT_DYLIB_PATH", min_cosine=agreement(vectors, reference))

@@ -58,7 +58,11 @@ def rows(results: list[Result], limits: dict) -> list[dict]:
             "served_vs_raw": r.tokens_per_s / raw[r.engine]
             if r.mode == "served" and raw.get(r.engine) else None,
             **{k: r.latency_ms.get(k) for k in ("p50", "p95", "p99")},
-            "peak_rss_mb": r.peak_rss_mb, "cold_start_s": r.cold_start_s, "note": r.note})
+            "peak_rss_mb": r.peak_rss_mb, "cold_start_s": r.cold_start_s,
+            "worker_rss_mb": r.worker_rss_mb,
+            "rss_vs_artifact": r.worker_rss_mb / r.artifact_mb
+            if r.worker_rss_mb and r.artifact_mb else None,
+            "min_cosine": r.min_cosine, "note": r.note})
     return out
 
 
@@ -70,16 +74,18 @@ def markdown(table: list[dict], limits: dict, host: dict, settings: dict,
              unavailable: list[str]) -> str:
     lines = [
         "| engine | mode | tokens/s | texts/s | × torch fp32 | of limit | served/raw "
-        "| p50 ms | p95 ms | p99 ms | peak RSS MB | cold start s | note |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+        "| min cos vs fp32 | p50 ms | p95 ms | p99 ms | peak RSS MiB (server + worker) "
+        "| worker RSS / artifact | cold start s | note |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for row in table:
         lines.append(
             f"| {row['engine']} | {row['mode']} | {row['tokens_per_s']:.0f} | "
             f"{row['texts_per_s']:.2f} | {_fmt(row['vs_torch_fp32'], '.2f')} | "
             f"{_fmt(row['of_limit'], '.0%')} | {_fmt(row['served_vs_raw'], '.2f')} | "
+            f"{_fmt(row.get('min_cosine'), '.5f')} | "
             f"{_fmt(row['p50'], '.0f')} | {_fmt(row['p95'], '.0f')} | {_fmt(row['p99'], '.0f')} | "
-            f"{_fmt(row['peak_rss_mb'], '.0f')} | {_fmt(row['cold_start_s'], '.1f')} | "
-            f"{row['note']} |")
+            f"{_fmt(row['peak_rss_mb'], '.0f')} | {_fmt(row.get('rss_vs_artifact'), '.2f')} | "
+            f"{_fmt(row['cold_start_s'], '.1f')} | {row['note']} |")
     lines += [
         "",
         f"**Limit** (this host, onnxruntime's GEMM kernels, {settings['threads']} threads): "

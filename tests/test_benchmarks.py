@@ -39,16 +39,19 @@ def test_table_ratios():
     results = [Result("sentence-transformers torch fp32", "peer", 1000, 10.0, 10),
                Result("embedrpc onnx-cpu onnx-int8", "raw", 1000, 2.0, 10),
                Result("embedrpc onnx-cpu onnx-int8", "served", 1000, 2.5, 10,
-                      {"p50": 20.0, "p95": 30.0, "p99": 40.0}, 900.0, 1.5)]
+                      {"p50": 20.0, "p95": 30.0, "p99": 40.0}, 900.0, 1.5, worker_rss_mb=600.0,
+                      artifact_mb=400.0, min_cosine=0.9975)]
     limits = {"fp32_tokens_per_s": 200.0, "int8_tokens_per_s": 1000.0, "fp32_gflops": 100.0,
               "int8_gops": 500.0, "gflop_per_token": 0.5}
     table = report.rows(results, limits)
     served = table[2]
     assert served["vs_torch_fp32"] == 4.0 and served["served_vs_raw"] == 0.8
     assert served["of_limit"] == 0.4 and table[0]["of_limit"] == 0.5
+    assert served["rss_vs_artifact"] == 1.5 and table[1]["rss_vs_artifact"] is None
     text = report.markdown(table, limits, {"cpu": "x", "cores": 2, "memory_gb": 1, "isa": [],
                                            "python": "3", "versions": {}},
                            {"threads": 2, "seed": 1, "workload": "w", "tokens": 1000,
                             "latency_queries": 3}, ["Infinity: not here"])
-    assert "| embedrpc onnx-cpu onnx-int8 | served | 400 | 4.00 | 4.00 | 40% | 0.80 | 20 |" in text
+    assert "| embedrpc onnx-cpu onnx-int8 | served | 400 | 4.00 | 4.00 | 40% | 0.80 | 0.99750 | " \
+        "20 | 30 | 40 | 900 | 1.50 | 1.5 |" in text
     assert "Infinity: not here" in text
