@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--infinity", help="path of an `infinity_emb` executable (own venv)")
     parser.add_argument("--embroider", help="python of an environment with `embroider`")
+    parser.add_argument("--st-backends", help="python of an environment with "
+                        "`sentence-transformers[openvino,onnx]`")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
 
@@ -92,6 +94,18 @@ def main(argv=None) -> int:
                                "own environment (numpy<2, sentence-transformers<4): see "
                                "benchmarks/README.md")
 
+        if args.st_backends and Path(args.st_backends).exists():
+            for backend in engines.ST_BACKENDS:
+                print(f"[bench] peer: sentence-transformers {backend}", file=sys.stderr)
+                try:
+                    results.append(engines.sentence_transformers_backend(
+                        args.st_backends, backend, checkpoint, prompted, queries, tokens,
+                        reference))
+                except RuntimeError as exc:
+                    unavailable.append(f"sentence-transformers {backend}: failed: {exc}")
+        else:
+            unavailable.append("sentence-transformers ONNX/OpenVINO backends: no "
+                               "`--st-backends PYTHON` given (see benchmarks/README.md)")
         if args.embroider and Path(args.embroider).exists():
             print("[bench] peer: embroider", file=sys.stderr)
             results.append(engines.embroider(

@@ -147,7 +147,8 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     import grpc
 
     from embedrpc.service.bundle import Bundle
-    from embedrpc.service.config import ServerConfig
+    from embedrpc.service.config import ServerConfig, cache_dir
+    from embedrpc.service.filehashes import FileHashes
     from embedrpc.service.server import choose_runtime, serving_limits
     from embedrpc.v1 import embedding_pb2 as pb
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
@@ -161,9 +162,10 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     # The server's self-check, run (and cached) first: the cold start below is a restart's.
     config = ServerConfig(str(bundle_dir), runtime=runtime, artifact=artifact, threads=threads,
                           max_batch_tokens=max_batch_tokens, max_input_tokens=max_batch_tokens)
-    bundle = Bundle(bundle_dir)
+    bundle = Bundle(bundle_dir, hashes=FileHashes(cache_dir(config.cache)))
     checked = time.perf_counter()
     verdict = choose_runtime(config, bundle, serving_limits(config, bundle.manifest))
+    bundle.verify([artifact])  # checksums remembered, as after any earlier start
     self_check = "self-check cached from an earlier run" if "[cached]" in verdict.reason \
         else f"self-check {time.perf_counter() - checked:.0f} s"
     started = time.perf_counter()
@@ -186,7 +188,7 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
         process.wait(60)
     return Result(f"embedrpc {runtime} {artifact}", "served", tokens, elapsed, len(texts),
                   latency, rss, cold_start, f"{clients} concurrent clients; {self_check} "
-                  f"(the cold start is a restart's, with the verdict cached)",
+                  f"(the cold start is a restart's: verdict and checksums cached)",
                   worker_rss_mb=worker_rss,
                   artifact_mb=bundle.manifest.artifact(artifact).bytes / 2**20)
 
@@ -354,3 +356,31 @@ def embroider(python, onnx_path, tokenizer_path, texts: list[Text], queries: lis
                   note=f"one text per forward, CPU arena off, session open "
                        f"{out['open_s']:.1f} s; onnxruntime {onnxruntime.__version__} via "
                        f"ORT_DYLIB_PATH", min_cosine=agreement(vectors, reference))
+
+
+ST_BACKENDS = {"openvino": "sentence-transformers OpenVINO backend (its defaults)",
+               "onnx-int8": "sentence-transformers ONNX backend, dynamic int8 (avx512_vnni)"}
+
+
+def sentence_transformers_backend(python, backend: str, checkpoint, prompted: list[str],
+                                  queries: list[str], tokens: int,
+                                  reference: np.ndarray) -> Result:
+    """sentence-transformers' ONNX or OpenVINO backend, in its own environment (its optimum
+    tooling pins an older transformers): benchmarks/st_backends_run.py."""
+    import json
+    import tempfile
+
+    script = Path(__file__).with_name("st_backends_run.py")
+    with tempfile.TemporaryDirectory() as work:
+        texts = Path(work) / "texts.json"
+        texts.write_text(json.dumps({"prompted": prompted, "queries": queries}))
+        done = subprocess.run([str(python), str(script), str(checkpoint), work, str(texts),
+                               backend], capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{backend}: {done.stderr.strip()[-800:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    vectors = np.array(out["vectors"], dtype=np.float32)
+    return Result(ST_BACKENDS[backend], "peer", tokens, out["seconds"], len(prompted),
+                  percentiles(out["latency"]), out["rss_kb"] / 1024,
+                  note=f"batch_size=32, sentence-transformers {out['version']}; export and "
+                       f"load {out['prepare_s']:.0f} s", min_cosine=agreement(vectors, reference))
