@@ -6,7 +6,7 @@ normalisation in-graph, the same inputs and output).
 - int8: NNCF post-training quantisation with static activation scales (SmoothQuant first),
   calibrated on the bundle's own calibration corpus (export/calibration.py: sentences and
   documents made of them, both prompts), never a hub dataset; weights int8, the embedding table
-  kept in fp16.
+  too (NNCF quantises its Gather).
 """
 
 from __future__ import annotations
