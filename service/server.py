@@ -76,7 +76,8 @@ def runtime_options(config: ServerConfig, bundle: Bundle, limits: ServingLimits
     return bundle.runtime_options(threads=config.threads, kv_type=config.kv_type,
                                   batch_invariant=config.batch_invariant,
                                   max_batch_tokens=config.max_batch_tokens,
-                                  max_input_tokens=limits.max_input_tokens)
+                                  max_input_tokens=limits.max_input_tokens,
+                                  compiled_cache=str(cache_dir(config.cache) / "compiled"))
 
 
 def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) -> Choice:

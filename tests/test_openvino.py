@@ -100,6 +100,22 @@ def test_pads_right_whatever_the_bundle_says(tiny_bundle):
         runtime.close()
 
 
+def test_a_restart_loads_the_compiled_model_from_the_cache(tiny_bundle, tmp_path):
+    bundle = Bundle(tiny_bundle)
+    cache = tmp_path / "compiled"
+    _, first = embed(bundle, "openvino-int8", [[1, 2, 3]], compiled_cache=str(cache))
+    blobs = sorted(cache.rglob("*.blob"))
+    assert blobs  # written by the first open
+    stamps = [blob.stat().st_mtime_ns for blob in blobs]
+    _, again = embed(bundle, "openvino-int8", [[1, 2, 3]], compiled_cache=str(cache))
+    assert [blob.stat().st_mtime_ns for blob in blobs] == stamps  # read, not rewritten
+    np.testing.assert_array_equal(first, again)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("x")
+    _, unwritable = embed(bundle, "openvino-int8", [[1, 2, 3]], compiled_cache=str(blocked))
+    np.testing.assert_array_equal(first, unwritable)
+
+
 def test_served_over_grpc(tiny_bundle):
     bundle = Bundle(tiny_bundle)
     ids = bundle.tokenizer().encode(TEXTS, bundle.manifest.prompts["query"])

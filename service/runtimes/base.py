@@ -30,6 +30,7 @@ class RuntimeOptions:
     kv_type: str = "f32"  # llama.cpp's KV cache type
     batch_invariant: bool = False  # llama.cpp: one sequence per decode
     padding_side: str = "right"  # where padded runtimes put padding
+    compiled_cache: str = ""  # where a runtime may keep what it compiles (OpenVINO); "" none
 
     @property
     def context_tokens(self) -> int:

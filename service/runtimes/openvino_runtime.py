@@ -17,6 +17,7 @@ OpenVINO's fused attention moves a left-padded text's vector with its batch-mate
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 
@@ -35,6 +36,18 @@ PADDING_SIDE = "right"
 # The precision each artifact computes in; int8 keeps its unquantised operations in fp32 on
 # every CPU (OpenVINO would otherwise pick bf16 on AMX hosts), so int8 means the same everywhere.
 INFERENCE_PRECISION = {"int8": "f32", "bf16": "bf16"}
+
+
+def usable_directory(path: str) -> bool:
+    """Whether `path` names a directory this process can create and write (a read-only cache
+    only costs compiling at every start)."""
+    if not path:
+        return False
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
 
 
 def native_bf16(core) -> bool:
@@ -60,6 +73,8 @@ class OpenVinoRuntime(Runtime):
                   "ENABLE_MMAP": True}
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = options.threads
+        if usable_directory(options.compiled_cache):  # a restart loads, not compiles
+            config["CACHE_DIR"] = options.compiled_cache
         try:
             compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
