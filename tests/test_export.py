@@ -94,7 +94,7 @@ def test_manifest_describes_checkpoint(tiny_checkpoint, tiny_bundle, appends_eos
         assert artifact.parity.passed and artifact.parity.bar == BARS[artifact.name]
         assert artifact.bytes == sum((tiny_bundle / f.path).stat().st_size for f in artifact.files)
     assert {a.name for a in manifest.artifacts if a.lossy} == {"onnx-int8", "gguf-q8_0",
-                                                               "gguf-q4_k_m"}
+                                                               "gguf-q4_k_m", "openvino-int8"}
 
 
 def test_manifest_checksums_match_files(tiny_bundle, tmp_path):
