@@ -87,12 +87,9 @@ def main(argv=None) -> int:
         "0.6B shape (random weights, real tokenizer); dynamic int8 (QInt8 weights per channel); "
         "each measured in its own process: load, embed the bundle's parity probes "
         f"(one text per pass, as onnx-cpu runs int8). This host: {cpu.label}.", ""])
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"int8-variants-{report.host_slug(cpu.model)}.md"
-    path.write_text(text)
-    (args.out / f"int8-variants-{report.host_slug(cpu.model)}.json").write_text(
+    path = report.write_focused(args.out, "int8-variants", text)
+    path.with_suffix(".json").write_text(
         json.dumps([{"variant": label, "mib": size, **r} for label, size, r in rows], indent=1))
-    print(text)
     return 0
 
 

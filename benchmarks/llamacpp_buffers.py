@@ -121,10 +121,7 @@ def main(argv=None) -> int:
         f"{'present' if cpu.has_amx else 'absent'}; embedrpc serves with extra buffers "
         f"{'on' if llamacpp_runtime.uses_extra_buffers() else 'off'} here. "
         f"llama_cpp {host['versions'].get('llama_cpp')}.", ""])
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"llamacpp-buffers-{report.host_slug(cpu.model)}.md"
-    path.write_text(text)
-    print(text)
+    report.write_focused(args.out, "llamacpp-buffers", text)
     return 0
 
 

@@ -118,10 +118,7 @@ def main(argv=None) -> int:
         f"text embedded with its batch-mates and alone (first 8 texts). This host: "
         f"{cpu.label}. llama_cpp {host['versions'].get('llama_cpp')}; embedrpc serves with "
         f"passes of {llamacpp_runtime.PASS_TOKENS} tokens.", ""])
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"llamacpp-passes-{report.host_slug(cpu.model)}.md"
-    path.write_text(text)
-    print(text)
+    report.write_focused(args.out, "llamacpp-passes", text)
     return 0
 
 

@@ -38,6 +38,15 @@ def host_slug(cpu_model: str) -> str:
     return "-".join(words[:2]) or "unknown-cpu"
 
 
+def write_focused(out_dir: Path, name: str, text: str) -> Path:
+    """A focused measurement's table as results/<name>-<cpu kind>.md, printed too."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}-{host_slug(hostinfo.cpu().model)}.md"
+    path.write_text(text)
+    print(text)
+    return path
+
+
 def ceiling_for(result: Result, limits: dict) -> float | None:
     """The tokens/s ceiling that applies: int8 engines against the int8 GEMM peak."""
     int8 = any(tag in result.engine for tag in ("int8", "q8_0", "q4_k"))
