@@ -39,8 +39,10 @@ def test_a_crashing_runtime_is_skipped_named_and_remembered(bundle, tmp_path, cr
     reason = info.runtime_reason
     assert "llamacpp gguf-q8_0: crashed (SIGSEGV) in self-check;" in reason
     assert "onnx-cpu onnx-int8: passed self-check (" in reason  # each family's best was timed
+    assert "openvino-cpu openvino-int8: passed self-check (" in reason
     assert "llamacpp gguf-f16: passed self-check (" in reason  # llama.cpp's next artifact
-    assert (info.runtime, info.artifact) in {("onnx-cpu", "onnx-int8"), ("llamacpp", "gguf-f16")}
+    assert (info.runtime, info.artifact) in {("onnx-cpu", "onnx-int8"), ("llamacpp", "gguf-f16"),
+                                             ("openvino-cpu", "openvino-int8")}
     assert reason.endswith(f"chose {info.runtime} {info.artifact} (the fastest that passed)")
     assert vectors.shape == (1, 64)
 
@@ -49,7 +51,7 @@ def test_a_crashing_runtime_is_skipped_named_and_remembered(bundle, tmp_path, cr
     again, _ = served_info(bundle, cache=cache)
     assert "llamacpp gguf-q8_0: crashed (SIGSEGV) in self-check [cached];" in again.runtime_reason
     assert (again.runtime, again.artifact) == (info.runtime, info.artifact)
-    assert again.runtime_reason.count("[cached]") == 3
+    assert again.runtime_reason.count("[cached]") == 4  # one verdict per CPU family
 
     # A fresh cache checks again, and llama.cpp Q8_0 is fine on this host.
     fresh, _ = served_info(bundle, cache=str(tmp_path / "fresh"))

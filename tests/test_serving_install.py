@@ -42,9 +42,9 @@ asyncio.run(main())
 
 
 def test_serving_path_imports_no_torch(tmp_path_factory, qwen3_tokenizer_json):
-    """Even where torch is installed, serving (both runtimes) never imports it."""
+    """Even where torch is installed, serving (every CPU runtime) never imports it."""
     bundle = exported_bundle(tmp_path_factory, cached_checkpoint("tiny", True))
-    for runtime in ("onnx-cpu", "llamacpp"):
+    for runtime in ("onnx-cpu", "openvino-cpu", "llamacpp"):
         done = subprocess.run([sys.executable, "-c", IN_PROCESS, str(bundle), runtime],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
