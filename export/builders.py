@@ -18,8 +18,10 @@ class ArtifactBuilder:
     else to scratch space."""
 
     def __init__(self, torch_model, manifest: Manifest, root: Path, staging: Staging,
-                 requested: list[str], progress):
+                 requested: list[str], progress, tokenizer):
+        """`tokenizer`: the bundle's (BundleTokenizer), for calibration inputs."""
         self.model, self.manifest, self.root = torch_model, manifest, root
+        self.tokenizer = tokenizer
         self.staging, self.requested, self.progress = staging, requested, progress
         self._onnx_fp32: list[Path] | None = None
         self._gguf_f16: Path | None = None
@@ -48,14 +50,9 @@ class ArtifactBuilder:
             return openvino_export.write_bf16(source, out_dir)
         tokenizer = self.manifest.tokenizer
         calibration = openvino_export.calibration_inputs(
-            self._tokenizer(), self.manifest.prompts, tokenizer.pad_token_id,
+            self.tokenizer, self.manifest.prompts, tokenizer.pad_token_id,
             tokenizer.padding_side)
         return openvino_export.write_int8(source, out_dir, calibration)
-
-    def _tokenizer(self):
-        from embedrpc.service.bundle import Bundle
-
-        return Bundle(self.root, self.manifest).tokenizer()
 
     def _home(self, name: str) -> Path:
         return self.root / FORMATS[name].directory if name in self.requested \

@@ -62,9 +62,11 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
         manifest = base_manifest(checkpoint, task, torch_model.config, root)
         bundle = Bundle(root, manifest)
         manifest.parity_probe["max_tokens"] = min(probe_max_tokens, manifest.max_input_tokens)
+        tokenizer = bundle.tokenizer()
         progress.step("computing sentence-transformers oracle and calibration vectors",
-                      lambda: write_oracle(root, manifest, bundle.tokenizer(), oracle_dir))
-        builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress)
+                      lambda: write_oracle(root, manifest, tokenizer, oracle_dir))
+        builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress,
+                                  tokenizer)
         measure_all(bundle, names, builder.build, progress)
         manifest.write(root)
         staging.publish()

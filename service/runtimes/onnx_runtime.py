@@ -17,6 +17,7 @@ import numpy as np
 
 from embedrpc.service.batching import BatchPolicy
 from embedrpc.service.runtimes.base import (
+    CPU_MAX_PADDING_RATIO,
     DEFAULT_OPTIONS,
     Runtime,
     RuntimeFailure,
@@ -27,7 +28,6 @@ from embedrpc.service.runtimes.base import (
 
 CPU_PROVIDERS = ["CPUExecutionProvider"]
 CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-CPU_MAX_PADDING_RATIO = 1.25
 
 
 class OnnxRuntime(Runtime):

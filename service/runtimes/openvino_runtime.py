@@ -23,6 +23,7 @@ import numpy as np
 
 from embedrpc.service.batching import BatchPolicy
 from embedrpc.service.runtimes.base import (
+    CPU_MAX_PADDING_RATIO,
     DEFAULT_OPTIONS,
     Runtime,
     RuntimeFailure,
@@ -31,7 +32,6 @@ from embedrpc.service.runtimes.base import (
     pad,
 )
 
-MAX_PADDING_RATIO = 1.25
 PADDING_SIDE = "right"
 # The precision each artifact computes in; int8 keeps its unquantised operations in fp32 on
 # every CPU (OpenVINO would otherwise pick bf16 on AMX hosts), so int8 means the same everywhere.
@@ -82,10 +82,11 @@ class OpenVinoRuntime(Runtime):
         self._request = compiled.create_infer_request()
         self._output = compiled.output("embeddings")
         self.name, self.artifact = "openvino-cpu", artifact
-        self.precision = precision if inference != "f32" or precision == "int8" \
-            else f"{precision} (run in fp32: no native bf16 on this CPU)"
+        self.precision = f"{precision} (run in fp32: no native bf16 on this CPU)" \
+            if precision == "bf16" and inference == "f32" else precision
         self.pad_token_id = pad_token_id
-        self.policy = BatchPolicy(options.max_batch_tokens, max_padding_ratio=MAX_PADDING_RATIO)
+        self.policy = BatchPolicy(options.max_batch_tokens,
+                                  max_padding_ratio=CPU_MAX_PADDING_RATIO)
 
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = pad(sequences, self.pad_token_id, PADDING_SIDE)
