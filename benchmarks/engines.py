@@ -108,17 +108,18 @@ def _free_port() -> int:
 
 def _peak_rss_mb(pid: int) -> float | None:
     """Peak RSS (VmHWM) of the server and its children (the inference worker holds the model)."""
-    peaks = [_vm_hwm_kb(process) for process in (pid, *_children(pid))]
+    peaks = [vm_hwm_kb(process) for process in (pid, *_children(pid))]
     known = [peak for peak in peaks if peak is not None]
     return sum(known) / 1024 if known else None
 
 
 def _children_rss_mb(pid: int) -> float | None:
-    known = [peak for peak in map(_vm_hwm_kb, _children(pid)) if peak is not None]
+    known = [peak for peak in map(vm_hwm_kb, _children(pid)) if peak is not None]
     return sum(known) / 1024 if known else None
 
 
-def _vm_hwm_kb(pid: int) -> int | None:
+def vm_hwm_kb(pid: int) -> int | None:
+    """A process's peak RSS (VmHWM) in KiB, None once it is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             match = re.search(r"VmHWM:\s+(\d+) kB", status.read())
@@ -208,10 +209,10 @@ def _first_answer(stub, pb, process, started: float) -> float:
 
 def agreement(vectors: np.ndarray, reference: np.ndarray) -> float:
     """Minimum cosine between rows of `vectors` and `reference` (the first rows of each)."""
+    from embedrpc.service.validate import compare
+
     count = min(len(vectors), len(reference))
-    a, b = vectors[:count], reference[:count]
-    return float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1)
-                        / np.linalg.norm(b, axis=1)))
+    return compare(vectors[:count], reference[:count])[0]
 
 
 def sentence_transformers(checkpoint, prompted: list[str], queries: list[str], tokens: int,

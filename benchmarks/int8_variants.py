@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import assets, report
+from benchmarks.engines import vm_hwm_kb
 from embedrpc.service import hostinfo, layout
 from embedrpc.service.isolation import run_isolated
 
@@ -53,10 +55,8 @@ def measure(payload: dict) -> dict:
     started = time.perf_counter()
     vectors = runtime.embed(sequences)
     elapsed = time.perf_counter() - started
-    with open("/proc/self/status") as status:
-        rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     min_cos, _, _ = compare(vectors, np.load(bundle.root / layout.ORACLE))
-    return {"rss_mib": rss_kb / 1024, "min_cosine": min_cos,
+    return {"rss_mib": vm_hwm_kb(os.getpid()) / 1024, "min_cosine": min_cos,
             "tokens_per_s": sum(map(len, sequences)) / elapsed}
 
 

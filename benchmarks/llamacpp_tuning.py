@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import assets, report
+from benchmarks.engines import vm_hwm_kb
 from benchmarks.workload import make_workload
 from embedrpc.service import hostinfo
 from embedrpc.service.isolation import ChildFailed, run_isolated
@@ -29,14 +30,6 @@ from embedrpc.service.runtimes import RuntimeOptions, llamacpp_runtime
 
 SETTINGS = [(2048, "f32"), (1024, "f32"), (512, "f32"), (256, "f32"), (128, "f32"),
             (512, "f16"), (256, "f16")]
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(payload: dict) -> dict:
@@ -56,7 +49,7 @@ def measure(payload: dict) -> dict:
     finally:
         runtime.close()
     shift = float(np.max(np.abs(together[:len(alone)] - alone)))
-    return {"seconds": seconds, "rss_mib": peak_rss_mib(), "shift": shift}
+    return {"seconds": seconds, "rss_mib": vm_hwm_kb(os.getpid()) / 1024, "shift": shift}
 
 
 def main(argv=None) -> int:
