@@ -13,6 +13,8 @@ from pathlib import Path
 
 from benchmarks import assets, engines, limit, report
 from benchmarks.workload import make_workload
+from embedrpc.service.runtimes.interface import options_for
+from embedrpc.service.runtimes.registry import open_runtime
 
 ENGINES = [("onnx-cpu", "onnx-int8"), ("onnx-cpu", "onnx-fp32"),
            ("openvino-cpu", "openvino-int8"), ("openvino-cpu", "openvino-bf16"),
@@ -39,7 +41,7 @@ def main(argv=None) -> int:
     size = SIZES["quick" if args.quick else "full"]
 
     checkpoint, bundle_dir = assets.bundle()
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
 
     bundle = Bundle(bundle_dir)
     prompts = bundle.manifest.prompts
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
               "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops}
 
     print("[bench] onnx-fp32 reference vectors", file=sys.stderr)
-    reference = bundle.open_runtime("onnx-fp32", bundle.runtime_options(
+    reference = open_runtime(bundle, "onnx-fp32", options_for(bundle,
         threads=args.threads, max_input_tokens=max(map(len, sequences)))).embed(sequences)
     results, unavailable = [], []
     for runtime, artifact in ENGINES:

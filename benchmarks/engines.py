@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.workload import Text
+from embedrpc.service.runtimes.interface import options_for
+from embedrpc.service.runtimes.registry import open_runtime
 
 
 @dataclass
@@ -82,7 +84,7 @@ def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[in
         threads: int, max_batch_tokens: int, reference: np.ndarray | None = None) -> Result:
     """The runtime called directly, batched by the same token budget as the server;
     `reference`: onnx-fp32 vectors of `sequences`, for its fidelity."""
-    runtime = bundle.open_runtime(artifact, bundle.runtime_options(
+    runtime = open_runtime(bundle, artifact, options_for(bundle,
         threads=threads, max_batch_tokens=max_batch_tokens,
         max_input_tokens=max(map(len, sequences))))
     try:
@@ -147,9 +149,9 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     (queries with the query task, documents with the document task)."""
     import grpc
 
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
+    from embedrpc.service.bundle.checksums import FileHashes
     from embedrpc.service.config import ServerConfig, cache_dir
-    from embedrpc.service.filehashes import FileHashes
     from embedrpc.service.server import choose_runtime, serving_limits
     from embedrpc.v1 import embedding_pb2 as pb
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
@@ -209,7 +211,7 @@ def _first_answer(stub, pb, process, started: float) -> float:
 
 def agreement(vectors: np.ndarray, reference: np.ndarray) -> float:
     """Minimum cosine between rows of `vectors` and `reference` (the first rows of each)."""
-    from embedrpc.service.validate import compare
+    from embedrpc.service.bundle.parity import compare
 
     count = min(len(vectors), len(reference))
     return compare(vectors[:count], reference[:count])[0]

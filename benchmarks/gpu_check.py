@@ -13,6 +13,8 @@ from pathlib import Path
 
 from benchmarks import engines
 from benchmarks.workload import make_workload
+from embedrpc.service.runtimes.interface import options_for
+from embedrpc.service.runtimes.registry import open_runtime
 
 
 def main(argv=None) -> int:
@@ -25,8 +27,9 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from embedrpc.export.pipeline import export_bundle
-    from embedrpc.service.bundle import Bundle
-    from embedrpc.service.validate import compare, measure, probe_token_ids
+    from embedrpc.service.bundle.bundle import Bundle
+    from embedrpc.service.bundle.parity import compare, probe_token_ids
+    from embedrpc.service.runtimes.measure import measure
     from fixtures.random_checkpoint import build_random_checkpoint
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -42,11 +45,11 @@ def main(argv=None) -> int:
     report = {"providers": ort.get_available_providers(), "parity": {}, "throughput": {}}
 
     sequences = probe_token_ids(bundle)
-    cpu = bundle.open_runtime("onnx-fp32").embed(sequences)
+    cpu = open_runtime(bundle, "onnx-fp32").embed(sequences)
     for artifact in ("onnx-fp16", "onnx-fp32"):
         spec = bundle.manifest.artifact(artifact)
         versus_oracle = measure(bundle, artifact, spec.parity.bar, kind="onnx-cuda")
-        runtime = bundle.open_runtime(artifact, kind="onnx-cuda")
+        runtime = open_runtime(bundle, artifact, kind="onnx-cuda")
         assert runtime.name == "onnx-cuda", f"{artifact} did not land on CUDA"
         versus_cpu = compare(runtime.embed(sequences), cpu)
         report["parity"][artifact] = {
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
            for t in texts]
     tokens = sum(map(len, ids))
     queries = [t.text for t in make_workload(tokenizer.count_tokens, 50, 0, 0, 7)]
-    runtime = bundle.open_runtime("onnx-fp16", bundle.runtime_options(
+    runtime = open_runtime(bundle, "onnx-fp16", options_for(bundle,
         max_batch_tokens=args.max_batch_tokens), kind="onnx-cuda")
     runtime.embed(ids[:64])
     started = time.perf_counter()

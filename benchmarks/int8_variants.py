@@ -18,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import assets, report
 from benchmarks.engines import vm_hwm_kb
-from embedrpc.service import hostinfo, layout
-from embedrpc.service.isolation import run_isolated
+from embedrpc.service.bundle import formats
+from embedrpc.service.runtimes import hostinfo
+from embedrpc.service.runtimes.isolation import run_isolated
 
 VARIANTS = {"MatMul, weights in the .onnx (before)": (["MatMul"], False),
             "MatMul, external data": (["MatMul"], True),
@@ -43,9 +42,9 @@ def write_variant(fp32: Path, out_dir: Path, op_types: list[str], external: bool
 
 def measure(payload: dict) -> dict:
     """Child side: open the graph, embed the probes, report RSS, parity and rate."""
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
+    from embedrpc.service.bundle.parity import compare, oracle_vectors, probe_token_ids
     from embedrpc.service.runtimes.onnx_runtime import OnnxRuntime
-    from embedrpc.service.validate import compare, probe_token_ids
 
     bundle = Bundle(Path(payload["bundle"]))
     sequences = probe_token_ids(bundle)
@@ -55,7 +54,7 @@ def measure(payload: dict) -> dict:
     started = time.perf_counter()
     vectors = runtime.embed(sequences)
     elapsed = time.perf_counter() - started
-    min_cos, _, _ = compare(vectors, np.load(bundle.root / layout.ORACLE))
+    min_cos, _, _ = compare(vectors, oracle_vectors(bundle))
     return {"rss_mib": vm_hwm_kb(os.getpid()) / 1024, "min_cosine": min_cos,
             "tokens_per_s": sum(map(len, sequences)) / elapsed}
 
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     _, bundle_dir = assets.bundle()
-    fp32 = bundle_dir / layout.artifact_file("onnx", "fp32")
+    fp32 = bundle_dir / formats.ONNX_FP32.path
     rows = []
     for index, (label, (op_types, external)) in enumerate(VARIANTS.items()):
         print(f"[bench] {label}", file=sys.stderr)

@@ -20,16 +20,16 @@ from pathlib import Path
 
 from benchmarks import assets, report
 from benchmarks.workload import make_workload
-from embedrpc.service import hostinfo
-from embedrpc.service.isolation import ChildFailed, run_isolated
-from embedrpc.service.runtimes import RuntimeOptions, llamacpp_runtime
+from embedrpc.service.runtimes import hostinfo, llamacpp_runtime
+from embedrpc.service.runtimes.interface import RuntimeOptions
+from embedrpc.service.runtimes.isolation import ChildFailed, run_isolated
 
 PRECISIONS = ("q8_0", "q4_k_m")
 
 
 def quantised(bundle_dir: Path, precision: str) -> Path:
     """The bundle's GGUF of `precision`, or one made from its F16 into the cache."""
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
 
     bundle = Bundle(bundle_dir)
     present = {a.name: a for a in bundle.manifest.artifacts}
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     checkpoint, bundle_dir = assets.bundle()
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
 
     bundle = Bundle(bundle_dir)
     tokenizer = bundle.tokenizer(args.max_batch_tokens)

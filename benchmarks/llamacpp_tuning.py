@@ -24,9 +24,9 @@ import numpy as np
 from benchmarks import assets, report
 from benchmarks.engines import vm_hwm_kb
 from benchmarks.workload import make_workload
-from embedrpc.service import hostinfo
-from embedrpc.service.isolation import ChildFailed, run_isolated
-from embedrpc.service.runtimes import RuntimeOptions, llamacpp_runtime
+from embedrpc.service.runtimes import hostinfo, llamacpp_runtime
+from embedrpc.service.runtimes.interface import RuntimeOptions
+from embedrpc.service.runtimes.isolation import ChildFailed, run_isolated
 
 SETTINGS = [(2048, "f32"), (1024, "f32"), (512, "f32"), (256, "f32"), (128, "f32"),
             (512, "f16"), (256, "f16")]
@@ -37,7 +37,7 @@ def measure(payload: dict) -> dict:
     llamacpp_runtime.PASS_TOKENS = payload["pass_tokens"]
     sequences = payload["sequences"]
     options = RuntimeOptions(threads=payload["threads"], max_batch_tokens=2048,
-                             kv_type=payload["kv_type"])
+                             settings={llamacpp_runtime.KV_TYPE.name: payload["kv_type"]})
     runtime = llamacpp_runtime.LlamaCppRuntime(Path(payload["path"]), artifact="gguf",
                                                precision="", options=options)
     try:
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     _, bundle_dir = assets.bundle()
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
 
     bundle = Bundle(bundle_dir)
     artifact = bundle.manifest.artifact(args.artifact)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.engines import Result
-from embedrpc.service import hostinfo
+from embedrpc.service.runtimes import hostinfo
 
 TORCH_BASELINE = "sentence-transformers torch fp32"
 

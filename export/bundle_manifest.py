@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 from embedrpc.export.checkpoint import Checkpoint
-from embedrpc.service import __version__, layout
-from embedrpc.service.manifest import FileEntry, Manifest, Source, TokenizerInfo
-from embedrpc.service.tokenization import BundleTokenizer
+from embedrpc.service.bundle import layout
+from embedrpc.service.bundle.manifest import FileEntry, Manifest, Source, TokenizerInfo
+from embedrpc.service.bundle.tokenizer import BundleTokenizer
 
 TOKENIZER_FILES = (layout.TOKENIZER, "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
@@ -50,8 +50,7 @@ def base_manifest(checkpoint: Checkpoint, task: str | None, config, root: Path) 
             eos_token_id=(tokenizer.special.suffix[-1] if tokenizer.appends_eos
                           else _token_id(tokenizer, tokenizer_config.get("eos_token"))),
             pad_token_id=_pad_id(tokenizer, tokenizer_config, config),
-            padding_side=tokenizer_config.get("padding_side", "right")),
-        created_by=f"embedrpc {__version__}")
+            padding_side=tokenizer_config.get("padding_side", "right")))
 
 
 def _save_fast_tokenizer(source: Path, root: Path) -> None:

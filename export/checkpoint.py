@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedrpc.service.errors import EmbedrpcError
-from embedrpc.service.layout import feed
+from embedrpc.export.errors import ExportError
+from embedrpc.service.bundle.layout import feed
 
 TASKS = ("retrieval", "text-matching", "clustering", "classification")
 SUPPORTED_MODEL_TYPES = ("qwen3", "jina_embeddings_v5")
@@ -26,10 +26,6 @@ QWEN3_REQUIRED_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers",
                        "max_position_embeddings", "rms_norm_eps")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "adapters/*/*"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ExportError(EmbedrpcError):
-    """A user-facing export failure; the message is one line saying what to do."""
 
 
 @dataclass

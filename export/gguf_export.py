@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrpc.export.checkpoint import ExportError
-from embedrpc.service.tokenization import SpecialTokens
+from embedrpc.export.errors import ExportError
+from embedrpc.service.bundle.tokenizer import SpecialTokens
 
 WRITTEN_TYPES = ("f16", "bf16")
 QUANTISED_TYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}

@@ -11,6 +11,9 @@ import os
 import warnings
 from pathlib import Path
 
+from embedrpc.service.bundle import formats
+
+GRAPH_NAME = Path(formats.ONNX.main_file).name  # model.onnx (+ model.onnx.data)
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "embeddings"
 OPSET = 18
@@ -43,7 +46,7 @@ def export_fp32(model, out_dir: Path) -> list[Path]:
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-torchvision chatter
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "model.onnx"
+    target = out_dir / GRAPH_NAME
     sample_ids = torch.tensor([[9707, 11, 1879, 0, 151643], [9707, 1879, 30, 151643, 151643]])
     sample_mask = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]])
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -55,7 +58,7 @@ def export_fp32(model, out_dir: Path) -> list[Path]:
             dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}), optimize=True,
             verbose=False)
     program.save(str(target), external_data=True)
-    return sorted(p for p in out_dir.iterdir() if p.name.startswith("model.onnx"))
+    return sorted(p for p in out_dir.iterdir() if p.name.startswith(GRAPH_NAME))
 
 
 def convert_fp16(fp32_path: Path, out_dir: Path) -> list[Path]:
@@ -70,7 +73,7 @@ def convert_fp16(fp32_path: Path, out_dir: Path) -> list[Path]:
         # The exporter annotates every value's type; re-inferring would serialise the whole
         # proto, which fails past 2 GB.
         converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
-    return _save(converted, out_dir / "model.onnx")
+    return _save(converted, out_dir / GRAPH_NAME)
 
 
 def quantize_int8(fp32_path: Path, out_dir: Path) -> list[Path]:
@@ -82,11 +85,11 @@ def quantize_int8(fp32_path: Path, out_dir: Path) -> list[Path]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "model.onnx"
+    target = out_dir / GRAPH_NAME
     quantize_dynamic(str(fp32_path), str(target), weight_type=QuantType.QInt8,
                      per_channel=True, op_types_to_quantize=["MatMul", "Gather"],
                      use_external_data_format=True)
-    files = sorted(p for p in out_dir.iterdir() if p.name.startswith("model.onnx"))
+    files = sorted(p for p in out_dir.iterdir() if p.name.startswith(GRAPH_NAME))
     for path in files:  # the quantiser writes its data file owner-only (0600)
         readable_as_umask_allows(path)
     return files

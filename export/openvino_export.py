@@ -15,10 +15,10 @@ import logging
 from pathlib import Path
 
 from embedrpc.export.calibration import calibration_documents, calibration_texts
-from embedrpc.export.checkpoint import ExportError
-from embedrpc.service import layout
-from embedrpc.service.runtimes.base import pad
-from embedrpc.service.tokenization import Truncation
+from embedrpc.export.errors import ExportError
+from embedrpc.service.bundle import formats
+from embedrpc.service.bundle.tokenizer import Truncation
+from embedrpc.service.runtimes.interface import pad
 
 CALIBRATION_MAX_TOKENS = 512  # calibration documents are cut here
 # SmoothQuant's migration strength for MatMuls. At the 0.6B shape, min cosine to the oracle
@@ -39,7 +39,7 @@ def _openvino():
 def write_bf16(onnx_model: Path, out_dir: Path) -> list[Path]:
     openvino = _openvino()
     model = openvino.convert_model(str(onnx_model))
-    return _save(openvino, model, out_dir, "bf16")
+    return _save(openvino, model, out_dir, formats.OPENVINO_BF16)
 
 
 def write_int8(onnx_model: Path, out_dir: Path, calibration: list[dict]) -> list[Path]:
@@ -47,7 +47,8 @@ def write_int8(onnx_model: Path, out_dir: Path, calibration: list[dict]) -> list
     try:
         import nncf
     except ImportError as exc:
-        raise ExportError("openvino-int8 needs nncf (pip install 'embedrpc[export]')") from exc
+        raise ExportError(f"{formats.OPENVINO_INT8} needs nncf (pip install 'embedrpc[export]')") \
+            from exc
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model = openvino.convert_model(str(onnx_model))
     smoothing = nncf.AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA)
@@ -57,7 +58,7 @@ def write_int8(onnx_model: Path, out_dir: Path, calibration: list[dict]) -> list
                               subset_size=len(calibration),
                               advanced_parameters=nncf.AdvancedQuantizationParameters(
                                   smooth_quant_alphas=smoothing))
-    return _save(openvino, quantized, out_dir, "int8")
+    return _save(openvino, quantized, out_dir, formats.OPENVINO_INT8)
 
 
 def calibration_inputs(tokenizer, prompts: dict[str, str], pad_token_id: int,
@@ -74,9 +75,9 @@ def calibration_inputs(tokenizer, prompts: dict[str, str], pad_token_id: int,
     return items
 
 
-def _save(openvino, model, out_dir: Path, precision: str) -> list[Path]:
+def _save(openvino, model, out_dir: Path, spec: formats.ArtifactFormat) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    xml = out_dir / Path(layout.artifact_file("openvino", precision)).name
+    xml = out_dir / Path(spec.path).name
     openvino.save_model(model, str(xml), compress_to_fp16=True)
     files = [xml, xml.with_suffix(".bin")]
     if not all(path.is_file() for path in files):

@@ -13,8 +13,8 @@ import numpy as np
 from embedrpc.export.builders import record
 from embedrpc.export.bundle_manifest import ST_FILES, TOKENIZER_FILES
 from embedrpc.export.calibration import CORPUS_NAME, calibration_texts
-from embedrpc.export.checkpoint import Checkpoint, ExportError
-from embedrpc.export.formats import FORMATS
+from embedrpc.export.checkpoint import Checkpoint
+from embedrpc.export.errors import ExportError
 from embedrpc.export.oracle import (
     Probe,
     build_oracle,
@@ -23,17 +23,18 @@ from embedrpc.export.oracle import (
     probes_to_json,
 )
 from embedrpc.export.staging import Staging
-from embedrpc.service import layout
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.encoding import compute_ranges
-from embedrpc.service.manifest import Manifest
-from embedrpc.service.tokenization import BundleTokenizer
-from embedrpc.service.validate import (
+from embedrpc.service.bundle import layout
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.formats import FORMATS
+from embedrpc.service.bundle.manifest import Manifest, OutputCalibration, ParityProbe
+from embedrpc.service.bundle.parity import probe_token_ids
+from embedrpc.service.bundle.tokenizer import BundleTokenizer
+from embedrpc.service.core.encoding import compute_ranges
+from embedrpc.service.runtimes.measure import (
     ParityResult,
     failure_line,
     format_report,
     measure,
-    probe_token_ids,
 )
 
 
@@ -52,28 +53,28 @@ def oracle_checkpoint(checkpoint: Checkpoint, task: str | None, torch_model,
     return merged
 
 
-def write_oracle(root: Path, manifest: Manifest, tokenizer: BundleTokenizer,
-                  oracle_dir: Path) -> None:
-    limit = manifest.parity_probe["max_tokens"]
-    probes = make_probes(manifest.prompts, limit, tokenizer.count_tokens)
-    oracle = build_oracle(oracle_dir, max_seq_length=limit,
+def write_oracle(root: Path, manifest: Manifest, tokenizer: BundleTokenizer, oracle_dir: Path,
+                 max_tokens: int) -> tuple[ParityProbe, OutputCalibration]:
+    """Store the probes and the oracle's vectors for them under parity/ (probes cut at
+    `max_tokens`); returns how they were made and the output calibration from the same oracle."""
+    import sentence_transformers
+
+    probes = make_probes(manifest.prompts, max_tokens, tokenizer.count_tokens)
+    oracle = build_oracle(oracle_dir, max_seq_length=max_tokens,
                           padding_side=manifest.tokenizer.padding_side)
     vectors = oracle_embeddings(oracle, probes, manifest.prompts)
     texts = calibration_texts()
     calibration = oracle_embeddings(oracle, [Probe(t, name) for name in sorted(manifest.prompts)
                                              for t in texts], manifest.prompts)
-    manifest.calibration = {"corpus": CORPUS_NAME, "texts": len(texts),
-                            "prompts": sorted(manifest.prompts),
-                            "ranges": compute_ranges(calibration, manifest.matryoshka_dims)}
     (root / "parity").mkdir(exist_ok=True)
     (root / layout.PROBES).write_text(json.dumps(probes_to_json(probes), indent=1,
                                                  ensure_ascii=False) + "\n")
     np.save(root / layout.ORACLE, vectors)
-    import sentence_transformers
-
-    manifest.parity_probe.update(
-        oracle=f"sentence-transformers {sentence_transformers.__version__}", probes=len(probes),
-        files=[layout.PROBES, layout.ORACLE])
+    return (ParityProbe(oracle=f"sentence-transformers {sentence_transformers.__version__}",
+                        probes=len(probes), max_tokens=max_tokens),
+            OutputCalibration(corpus=CORPUS_NAME, texts=len(texts),
+                              prompts=sorted(manifest.prompts),
+                              ranges=compute_ranges(calibration, manifest.matryoshka_dims)))
 
 
 def measure_all(bundle: Bundle, names: list[str], build, progress) -> list[ParityResult]:

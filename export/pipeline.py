@@ -18,8 +18,8 @@ from embedrpc.export.checkpoint import choose_task, load_model, resolve
 from embedrpc.export.formats import parse_formats
 from embedrpc.export.parity import measure_all, oracle_checkpoint, write_oracle
 from embedrpc.export.staging import Staging, check_destination
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.manifest import Manifest
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.manifest import Manifest
 
 DEFAULT_PROBE_MAX_TOKENS = 512
 
@@ -61,10 +61,11 @@ def export_bundle(model: str, out: Path, *, revision: str | None = None, task: s
         oracle_dir = oracle_checkpoint(checkpoint, task, torch_model, staging)
         manifest = base_manifest(checkpoint, task, torch_model.config, root)
         bundle = Bundle(root, manifest)
-        manifest.parity_probe["max_tokens"] = min(probe_max_tokens, manifest.max_input_tokens)
         tokenizer = bundle.tokenizer()
-        progress.step("computing sentence-transformers oracle and calibration vectors",
-                      lambda: write_oracle(root, manifest, tokenizer, oracle_dir))
+        manifest.parity_probe, manifest.calibration = progress.step(
+            "computing sentence-transformers oracle and calibration vectors",
+            lambda: write_oracle(root, manifest, tokenizer, oracle_dir,
+                                 min(probe_max_tokens, manifest.max_input_tokens)))
         builder = ArtifactBuilder(torch_model, manifest, root, staging, names, progress,
                                   tokenizer)
         measure_all(bundle, names, builder.build, progress)

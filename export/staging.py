@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from embedrpc.export.checkpoint import ExportError
+from embedrpc.export.errors import ExportError
 
 LOCK_NAME = ".lock"
 

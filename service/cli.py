@@ -26,7 +26,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from embedrpc.service.validate import format_report, validate_bundle
+    from embedrpc.service.runtimes.measure import format_report, validate_bundle
 
     try:
         results = validate_bundle(args.bundle, args.artifact or None,
@@ -71,6 +71,7 @@ def _fail(message: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from embedrpc.service import __version__
+    from embedrpc.service.bundle import formats
 
     parser = argparse.ArgumentParser(prog="embedrpc", description=(
         "Serve jina-embeddings-v5-text-small (Qwen3 last-token embedders) over gRPC."))
@@ -85,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", help="hub branch, tag or commit")
     export.add_argument("--task", help="LoRA task to merge for a base repo with adapters/: "
                                        "retrieval, text-matching, clustering, classification")
-    export.add_argument("--formats", help="comma-separated: onnx-fp32, onnx-fp16, onnx-int8, "
-                                          "gguf-f16, gguf-bf16, gguf-q8_0, gguf-q4_k_m, or the "
-                                          "groups onnx, gguf, all (default: all)")
+    export.add_argument("--formats", help=f"comma-separated: {', '.join(formats.FORMATS)}, or "
+                                          f"the groups {', '.join(formats.FAMILIES)}, all "
+                                          f"(default: all)")
     export.add_argument("--force", action="store_true", help="replace a non-empty --out")
     export.add_argument("--probe-max-tokens", type=int, default=512,
                         help="longest parity probe in tokens (capped at the model's limit)")

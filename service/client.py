@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from embedrpc.service.protocol import ENCODING_NAMES, TASK_NAMES, TRUNCATION_NAMES
+from embedrpc.service.fronts.enums import ENCODING_NAMES, TASK_NAMES, TRUNCATION_NAMES
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 

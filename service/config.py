@@ -1,13 +1,15 @@
-"""Server configuration: command-line flags, each with an EMBEDRPC_* environment default."""
+"""Server configuration: command-line flags, each with an EMBEDRPC_* environment default.
+Runtime-specific flags (--kv-type, ...) come from the runtimes' own declarations."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from embedrpc.service.selection import RUNTIMES
+from embedrpc.service.runtimes import registry
+from embedrpc.service.runtimes.selection import AUTO, runtime_choices
 
 
 @dataclass(frozen=True)
@@ -15,16 +17,14 @@ class ServerConfig:
     bundle: str  # bundle directory, or a hub id / checkpoint directory to export first
     host: str = "0.0.0.0"
     port: int = 50051
-    runtime: str = "auto"
+    runtime: str = AUTO
     artifact: str | None = None  # force one bundle artifact, e.g. gguf-q4_k_m
     max_batch_tokens: int = 4096
     max_input_tokens: int | None = None  # default: min(manifest's limit, max_batch_tokens)
     max_queue: int = 1024  # inputs waiting for a batch, across all requests
-    metrics_port: int = 9090  # 0 disables the Prometheus endpoint
+    metrics_port: int = 9090  # 0 disables the Prometheus endpoint; ANY_PORT takes a free one
     metrics_host: str = "127.0.0.1"  # where /metrics listens (0.0.0.0 for a scraper outside)
     threads: int = 0  # inference threads; 0: all cores
-    kv_type: str = "f32"  # llama.cpp KV cache type
-    batch_invariant: bool = False  # llama.cpp: one sequence per decode (ONNX always is)
     in_process: bool = False  # run the runtime in the server process, without crash isolation
     reflection: bool = False  # gRPC server reflection (lists every service and message)
     tei_compat: bool = False  # also serve text-embeddings-inference's tei.v1 API
@@ -39,15 +39,19 @@ class ServerConfig:
     keepalive_seconds: float = 60.0  # ping an idle connection this often; dead peers dropped
     export_cache: str | None = None  # where a model id / checkpoint is exported to
     cache: str | None = None  # embedrpc's cache (self-check verdicts); default cache_dir()
+    # The runtimes' own settings by name (their RuntimeSpec.settings), e.g. {"kv_type": "f16"}
+    runtime_settings: dict = field(default_factory=dict)
 
 
 _HELP = {
     "host": "address to listen on", "port": "gRPC port (0: any free port)",
-    "runtime": f"one of {', '.join(RUNTIMES)}", "artifact": "serve this bundle artifact",
+    "runtime": "the runtime to serve with (auto: self-checked choice)",
+    "artifact": "serve this bundle artifact",
     "max_batch_tokens": "token budget of one inference batch",
     "max_input_tokens": "longest accepted input (default: the model's, capped at the batch budget)",
     "max_queue": "inputs that may wait; more gives RESOURCE_EXHAUSTED",
-    "metrics_port": "Prometheus /metrics port (0: off)", "threads": "inference threads (0: all)",
+    "metrics_port": "Prometheus /metrics port (0: off; 'any': a free port, printed at start)",
+    "threads": "inference threads (0: all)",
     "metrics_host": "address the /metrics endpoint listens on",
     "reflection": "serve gRPC server reflection",
     "tei_compat": "also serve the text-embeddings-inference gRPC API (tei.v1) on the same port",
@@ -56,9 +60,6 @@ _HELP = {
     "tls_client_ca": "PEM CA bundle: require and verify client certificates (mTLS)",
     "api_key_file": "file of accepted API keys, one per line (re-read on change or SIGHUP); "
                     "EMBEDRPC_API_KEY adds one; clients send 'authorization: Bearer <key>'",
-    "kv_type": "llama.cpp KV cache type: f32 or f16",
-    "batch_invariant": "llama.cpp: decode one text per pass, so a vector never depends on its "
-                       "batch-mates (slower; ONNX runtimes always are)",
     "grace_seconds": "SIGTERM drain time for in-flight requests",
     "in_process": "run inference in the server process instead of a crash-isolated worker "
                   "(a native crash then kills the server)",
@@ -74,6 +75,14 @@ _HELP = {
 }
 
 
+ANY_PORT = -1  # a port the system picks; the server prints which
+
+
+def port_number(text: str) -> int:
+    """A port flag's value: a number, or 'any' (ANY_PORT)."""
+    return ANY_PORT if text.strip().lower() == "any" else int(text)
+
+
 def cache_dir(configured: str | None = None) -> Path:
     """Where embedrpc keeps what it can rebuild: EMBEDRPC_CACHE, else the XDG cache home."""
     root = configured or os.environ.get("EMBEDRPC_CACHE") or os.path.join(
@@ -86,23 +95,35 @@ def add_arguments(parser: argparse.ArgumentParser, environ=os.environ) -> None:
                         default=environ.get("EMBEDRPC_BUNDLE"),
                         help="bundle directory, hub id or checkpoint directory (EMBEDRPC_BUNDLE)")
     for spec in fields(ServerConfig):
-        if spec.name == "bundle":
+        if spec.name in ("bundle", "runtime_settings"):
             continue
-        env = "EMBEDRPC_" + spec.name.upper()
-        if spec.type in (bool, "bool"):
-            parser.add_argument("--" + spec.name.replace("_", "-"), action="store_true",
-                                default=environ.get(env, "").lower() in ("1", "true", "yes"),
-                                help=f"{_HELP[spec.name]} ({env})")
-            continue
-        kind = {int: int, float: float}.get(type(spec.default), str)
+        kind = type(spec.default) if isinstance(spec.default, (bool, int, float)) else str
         if spec.name == "max_input_tokens":
             kind = int
-        default = kind(environ[env]) if env in environ else spec.default
-        parser.add_argument("--" + spec.name.replace("_", "-"), type=kind, default=default,
-                            choices=RUNTIMES if spec.name == "runtime" else
-                            ("f32", "f16") if spec.name == "kv_type" else None,
-                            help=f"{_HELP[spec.name]} ({env}; default {spec.default})")
+        if spec.name == "metrics_port":
+            kind = port_number
+        _add_flag(parser, spec.name, spec.default, kind, _HELP[spec.name], environ,
+                  runtime_choices() if spec.name == "runtime" else None)
+    for setting in registry.settings():
+        _add_flag(parser, setting.name, setting.default, type(setting.default), setting.help,
+                  environ, setting.choices)
+
+
+def _add_flag(parser, name: str, default, kind, help_text: str, environ, choices) -> None:
+    env = "EMBEDRPC_" + name.upper()
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        parser.add_argument(flag, action="store_true",
+                            default=environ.get(env, str(default)).lower() in ("1", "true", "yes"),
+                            help=f"{help_text} ({env})")
+        return
+    value = kind(environ[env]) if env in environ else default
+    parser.add_argument(flag, type=kind, default=value, choices=choices,
+                        help=f"{help_text} ({env}; default {default})")
 
 
 def from_arguments(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(**{spec.name: getattr(args, spec.name) for spec in fields(ServerConfig)})
+    values = {spec.name: getattr(args, spec.name) for spec in fields(ServerConfig)
+              if spec.name != "runtime_settings"}
+    settings = {setting.name: getattr(args, setting.name) for setting in registry.settings()}
+    return ServerConfig(**values, runtime_settings=settings)

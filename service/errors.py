@@ -1,5 +1,6 @@
-"""embedrpc's errors: one base for every failure that is reported as one line, and one request
-error whose kind each front maps to its own status codes (service/servicer.py for gRPC)."""
+"""embedrpc's errors, beneath every room of service/: one base for every failure that is
+reported as one line, and one request error whose kind each front maps to its own status codes
+(the table in service/fronts/status.py)."""
 
 from __future__ import annotations
 

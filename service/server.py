@@ -19,21 +19,32 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from embedrpc.service.bundle import Bundle
+from embedrpc.service.bundle import parity
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.checksums import FileHashes
+from embedrpc.service.bundle.manifest import MANIFEST_NAME, BundleError, Manifest
 from embedrpc.service.config import ServerConfig, cache_dir
-from embedrpc.service.core import Embedder, ServingLimits
-from embedrpc.service.filehashes import FileHashes
-from embedrpc.service.manifest import MANIFEST_NAME, BundleError, Manifest
-from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes import Runtime, RuntimeOptions
-from embedrpc.service.scheduler import Scheduler
-from embedrpc.service.security import ApiKeyInterceptor, ApiKeys, CertificateFiles, SecurityError
-from embedrpc.service.selection import Choice, choose, plan
-from embedrpc.service.selfcheck import SelfCheck, VerdictCache
-from embedrpc.service.servicer import EmbeddingServicer
-from embedrpc.service.tei_front import SERVICES as TEI_SERVICES
-from embedrpc.service.tei_front import TeiFront
-from embedrpc.service.worker import WorkerRuntime
+from embedrpc.service.core.embedder import Embedder, ServingLimits
+from embedrpc.service.core.health import Health
+from embedrpc.service.core.metrics import Metrics
+from embedrpc.service.core.scheduler import Scheduler
+from embedrpc.service.errors import EmbedrpcError
+from embedrpc.service.fronts.grpc_embedrpc import EmbeddingServicer
+from embedrpc.service.fronts.grpc_tei import SERVICES as TEI_SERVICES
+from embedrpc.service.fronts.grpc_tei import TeiFront
+from embedrpc.service.fronts.grpc_wire import Drain
+from embedrpc.service.fronts.security import (
+    ApiKeyInterceptor,
+    ApiKeys,
+    CertificateFiles,
+    SecurityError,
+)
+from embedrpc.service.runtimes import registry
+from embedrpc.service.runtimes.interface import Runtime, RuntimeOptions, options_for
+from embedrpc.service.runtimes.registry import open_runtime
+from embedrpc.service.runtimes.selection import Choice, choose, plan
+from embedrpc.service.runtimes.selfcheck import SelfCheck, VerdictCache
+from embedrpc.service.runtimes.worker import WorkerRuntime
 from embedrpc.v1 import embedding_pb2
 
 log = logging.getLogger("embedrpc")
@@ -73,11 +84,12 @@ def serving_limits(config: ServerConfig, manifest: Manifest) -> ServingLimits:
 def runtime_options(config: ServerConfig, bundle: Bundle, limits: ServingLimits
                     ) -> RuntimeOptions:
     """How the runtime is opened, for serving and for its self-check alike."""
-    return bundle.runtime_options(threads=config.threads, kv_type=config.kv_type,
-                                  batch_invariant=config.batch_invariant,
-                                  max_batch_tokens=config.max_batch_tokens,
-                                  max_input_tokens=limits.max_input_tokens,
-                                  compiled_cache=str(cache_dir(config.cache) / "compiled"))
+    settings = {setting.name: config.runtime_settings.get(setting.name, setting.default)
+                for setting in registry.settings()}
+    return options_for(bundle, threads=config.threads, settings=settings,
+                       max_batch_tokens=config.max_batch_tokens,
+                       max_input_tokens=limits.max_input_tokens,
+                       compiled_cache=str(cache_dir(config.cache) / "compiled"))
 
 
 def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) -> Choice:
@@ -88,6 +100,9 @@ def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) 
 
 
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
+# A stopping server first refuses new calls until none has arrived for DRAIN_QUIET_S (at most
+# DRAIN_QUIET_MOST_S, within the grace period): see fronts/grpc_wire.py's Drain.
+DRAIN_QUIET_S, DRAIN_QUIET_MOST_S = 0.5, 5.0
 
 
 def open_serving_runtime(config: ServerConfig, bundle: Bundle, choice: Choice,
@@ -95,7 +110,7 @@ def open_serving_runtime(config: ServerConfig, bundle: Bundle, choice: Choice,
     """The chosen runtime in a crash-isolated worker process (or in this one, if asked)."""
     options = runtime_options(config, bundle, limits)
     if config.in_process:
-        return bundle.open_runtime(choice.artifact, options, kind=choice.runtime)
+        return open_runtime(bundle, choice.artifact, options, kind=choice.runtime)
     return WorkerRuntime(bundle.root, choice.artifact, choice.runtime, options)
 
 
@@ -135,18 +150,30 @@ class EmbedServer:
         self.certificates, self.api_keys = transport_security(config)
         self.bundle = Bundle(resolve_bundle(config.bundle, config.export_cache),
                              hashes=FileHashes(cache_dir(config.cache)))
+        parity.check(self.bundle)  # what every self-check measures against
         self.limits = serving_limits(config, self.bundle.manifest)
-        self.choice = choice or choose_runtime(config, self.bundle, self.limits)
-        self.bundle.verify([self.choice.artifact])
         with ThreadPoolExecutor(1, thread_name_prefix="tokenizer") as loader:
-            tokenizer = loader.submit(self.bundle.tokenizer)  # while the runtime loads
+            tokenizer = loader.submit(self.bundle.tokenizer)  # while a runtime is chosen, loads
+            try:
+                self.choice = choice or choose_runtime(config, self.bundle, self.limits)
+                self.bundle.verify([self.choice.artifact])
+            except EmbedrpcError:
+                if isinstance(tokenizer.exception(), BundleError):
+                    raise tokenizer.exception() from None  # the cause, not its consequence
+                raise
             self.runtime = runtime or open_serving_runtime(config, self.bundle, self.choice,
                                                            self.limits)
-            self.tokenizer = tokenizer.result()
+            try:
+                self.tokenizer = tokenizer.result()
+            except BaseException:  # a tokenizer the manifest disowns: the worker must not stay
+                self.runtime.close()
+                raise
         self.metrics = Metrics()
-        self.health = HealthServicer()
+        self.grpc_health = HealthServicer()
+        self.drain = Drain()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._metrics_http = None
 
     async def start(self) -> int:
@@ -154,19 +181,21 @@ class EmbedServer:
         log.info("runtime %s (artifact %s): %s", self.choice.runtime, self.choice.artifact,
                  self.choice.reason)
         self._loop = asyncio.get_running_loop()
+        self.health = Health(self.runtime)
+        self.health.subscribe(self._set_serving)
         self.scheduler = Scheduler(self.runtime, max_queue=config.max_queue,
-                                   metrics=self.metrics, on_health=self._set_serving)
-        self.runtime.watch(self._set_serving)
+                                   metrics=self.metrics, health=self.health)
         self.embedder = Embedder(manifest, self.tokenizer, self.scheduler, self.choice,
                                  self.limits)
         self.fronts = [EmbeddingServicer(self.embedder, self.metrics)]
         if config.tei_compat:
             self.fronts.append(TeiFront(self.embedder, self.metrics))
-        interceptors = [ApiKeyInterceptor(self.api_keys)] if self.api_keys.required else []
+        interceptors = [self.drain, *([ApiKeyInterceptor(self.api_keys)]
+                                      if self.api_keys.required else [])]
         self.server = grpc.aio.server(options=channel_options(config), interceptors=interceptors)
         for front in self.fronts:
             front.add_to(self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, self.server)
         if config.reflection:
             reflection.enable_server_reflection(
                 [*self.services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -180,14 +209,16 @@ class EmbedServer:
         self.scheduler.start()
         await self.server.start()
         for service in ("", *self.services):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            await self.grpc_health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if config.metrics_port:
-            self._metrics_http = self.metrics.serve(config.metrics_port, config.metrics_host)
+            self._metrics_http = self.metrics.serve(max(config.metrics_port, 0),
+                                                    config.metrics_host)
+            self.metrics_port = self._metrics_http.server_address[1]
         log.info("listening on %s:%d with %s%s (metrics on %s)", config.host, self.port,
                  "mTLS" if config.tls_client_ca else "TLS" if self.certificates else "plaintext",
                  ", API keys required" if self.api_keys.required else "",
-                 f"{config.metrics_host}:{config.metrics_port}/metrics"
-                 if config.metrics_port else "off")
+                 f"{config.metrics_host}:{self.metrics_port}/metrics"
+                 if self.metrics_port else "off")
         return self.port
 
     @property
@@ -197,23 +228,27 @@ class EmbedServer:
                                 if self.config.tei_compat else [])]
 
     def _set_serving(self, serving: bool) -> None:
-        """Health follows the runtime; callable from any thread (the worker's watchers)."""
+        """Publish what Health decided to every front's health entry (from any thread)."""
         status = health_pb2.HealthCheckResponse.SERVING if serving \
             else health_pb2.HealthCheckResponse.NOT_SERVING
 
         def publish() -> None:
             for service in ("", *self.services):
-                asyncio.ensure_future(self.health.set(service, status))
+                asyncio.ensure_future(self.grpc_health.set(service, status))
 
         self._loop.call_soon_threadsafe(publish)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop taking RPCs (new ones get UNAVAILABLE) and reading streams, let in-flight ones
-        finish, shut down."""
-        await self.health.enter_graceful_shutdown()
+        """Health says NOT_SERVING (clients that watch it move away) and new RPCs get
+        UNAVAILABLE; once calls stop arriving, open streams stop being read, in-flight RPCs
+        finish (up to the grace period), and everything shuts down."""
+        grace = self.config.grace_seconds if grace is None else grace
+        await self.grpc_health.enter_graceful_shutdown()
+        self.drain.draining = True
+        await self.drain.quiet(DRAIN_QUIET_S, min(grace, DRAIN_QUIET_MOST_S))
         for front in self.fronts:
             front.streams.drain()
-        await self.server.stop(self.config.grace_seconds if grace is None else grace)
+        await self.server.stop(grace)
         await self.scheduler.close()
         self.embedder.close()
         self.runtime.close()
@@ -224,6 +259,8 @@ class EmbedServer:
 async def serve(config: ServerConfig) -> None:
     server = EmbedServer(config)
     await server.start()
+    if server.metrics_port:
+        print(f"embedrpc: metrics on port {server.metrics_port}", file=sys.stderr, flush=True)
     print(f"embedrpc: serving on port {server.port}", file=sys.stderr, flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -93,16 +93,31 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     return exported_bundle(tmp_path_factory, tiny_checkpoint)
 
 
+# Tests whose subject does not depend on whether the tokenizer appends EOS use one variant
+# (it appends, as the published tokenizer does); tiny_checkpoint / tiny_bundle give both.
+@pytest.fixture(scope="session")
+def eos_checkpoint(qwen3_tokenizer_json) -> Path:
+    return cached_checkpoint("tiny", True)
+
+
+@pytest.fixture(scope="session")
+def eos_bundle(tmp_path_factory, eos_checkpoint) -> Path:
+    return exported_bundle(tmp_path_factory, eos_checkpoint)
+
+
 @pytest.fixture()
 def crash_in_child(monkeypatch):
     """`crash_in_child("gguf-q8_0")`: from now on, a Python child process that embeds with
-    that artifact (or opens it, `at="open"`) dies of a real SIGSEGV
+    that artifact (or opens it, `at="open"`) dies of a real SIGSEGV; `at="slow-open"` makes
+    opening take `slow_s` seconds, `at="hang-long"` makes batches of long texts hang
     (tests/crash_injection/sitecustomize.py)."""
 
-    def inject(artifact: str, at: str = "embed") -> None:
+    def inject(artifact: str, at: str = "embed", slow_s: float = 0, mark: str = "") -> None:
         paths = [str(CRASH_INJECTION), *filter(None, [os.environ.get("PYTHONPATH")])]
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
         monkeypatch.setenv("EMBEDRPC_TEST_CRASH", artifact)
         monkeypatch.setenv("EMBEDRPC_TEST_CRASH_AT", at)
+        monkeypatch.setenv("EMBEDRPC_TEST_SLOW_S", str(slow_s))
+        monkeypatch.setenv("EMBEDRPC_TEST_HANG_MARK", mark)
 
     return inject

@@ -10,7 +10,8 @@ import grpc
 import numpy as np
 
 from embedrpc.service.config import ServerConfig
-from embedrpc.service.runtimes import Runtime, RuntimeFailure
+from embedrpc.service.runtimes import registry
+from embedrpc.service.runtimes.interface import Runtime, RuntimeFailure
 from embedrpc.service.server import EmbedServer
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
@@ -46,9 +47,11 @@ class LoopbackServer:
     """An EmbedServer on 127.0.0.1 with its own event loop thread."""
 
     def __init__(self, bundle, gated: bool = False, choice=None, **options):
-        """`choice`: serve this runtime and artifact without a self-check."""
+        """`choice`: serve this runtime and artifact without a self-check. `options`: server
+        settings, and runtime settings (e.g. batch_invariant) by name."""
+        settings = {s.name: options.pop(s.name) for s in registry.settings() if s.name in options}
         config = replace(ServerConfig(str(bundle)), host="127.0.0.1", port=0, metrics_port=0,
-                         **options)
+                         runtime_settings=settings, **options)
         plain = EmbedServer(config, choice=choice)
         runtime = GatedRuntime(plain.runtime) if gated else None
         self.server = EmbedServer(config, runtime=runtime, choice=plain.choice) if gated else plain

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from embedrpc.export.formats import BARS
+from embedrpc.service.bundle.formats import BARS
 
 from conftest import cached_checkpoint, exported_bundle
 from server_support import LoopbackServer
+
+pytestmark = pytest.mark.heavy
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["how do embeddings work?", "Ein Satz auf Deutsch.", "短い日本語の文", "🙂 emoji"]

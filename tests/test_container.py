@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -18,13 +19,15 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from embedrpc.export.formats import BARS
+from embedrpc.service.bundle.formats import BARS
 from embedrpc.service.config import cache_dir
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
 from conftest import PERSISTENT_CACHE, cached_checkpoint, exported_bundle
 from server_support import vectors_of
+
+pytestmark = pytest.mark.heavy
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "embedrpc:cpu-test"
@@ -97,6 +100,14 @@ def health(name: str) -> str:
     return docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()
 
 
+def batches_done(name: str) -> float:
+    """Batches the server in the container has run (its metrics, read from inside)."""
+    page = docker("exec", name, "python", "-c", "import urllib.request; print(urllib.request."
+                  "urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode())").stdout
+    found = re.search(r"^embedrpc_batch_inputs_count (\S+)", page, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def wait_healthy(name: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while (status := health(name)) != "healthy":
@@ -136,7 +147,10 @@ def test_docker_stop_drains_in_flight_work_and_exits_0(image, mounted_bundle):
         stub = pb_grpc.EmbeddingServiceStub(grpc.insecure_channel(target))
         texts = [f"document {i} " + "about retrieval and ranking " * 12 for i in range(600)]
         in_flight = stub.Embed.future(pb.EmbedRequest(inputs=texts), timeout=180)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while batches_done(name) < 1:  # the request is being computed
+            assert time.monotonic() < deadline, "no batch ran"
+            time.sleep(0.05)
         assert not in_flight.done(), "the request finished before the stop: make it longer"
         stopped = docker("stop", "-t", "90", name, timeout=180)
         assert stopped.returncode == 0

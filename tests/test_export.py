@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from embedrpc.export.formats import BARS
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.manifest import BundleError, load_manifest, sha256_file, verify_bundle
-from embedrpc.service.tokenization import Truncation
-from embedrpc.service.validate import validate_bundle
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.formats import BARS
+from embedrpc.service.bundle.manifest import BundleError, load_manifest, sha256_file, verify_bundle
+from embedrpc.service.bundle.tokenizer import Truncation
+from embedrpc.service.runtimes.interface import options_for
+from embedrpc.service.runtimes.measure import validate_bundle
+from embedrpc.service.runtimes.registry import open_runtime
 
 from conftest import MAX_SEQ_LENGTH, exported_bundle
 
@@ -33,7 +35,7 @@ def served_vectors(bundle_dir, artifact, texts, prompt_name, padding_side="right
     bundle = Bundle(bundle_dir)
     prompt = bundle.manifest.prompts[prompt_name]
     ids = bundle.tokenizer().encode(texts, prompt, Truncation.RIGHT)
-    runtime = bundle.open_runtime(artifact, bundle.runtime_options(padding_side=padding_side))
+    runtime = open_runtime(bundle, artifact, options_for(bundle, padding_side=padding_side))
     try:
         return runtime.embed(ids)
     finally:
@@ -73,9 +75,9 @@ def test_artifacts_match_fresh_sentence_transformers(tiny_checkpoint, tiny_bundl
     np.testing.assert_allclose(fp32, expected, atol=2e-5)
 
 
-def test_prompts_change_vectors(tiny_bundle):
-    query = served_vectors(tiny_bundle, "onnx-fp32", FRESH_TEXTS[:1], "query")
-    document = served_vectors(tiny_bundle, "onnx-fp32", FRESH_TEXTS[:1], "document")
+def test_prompts_change_vectors(eos_bundle):
+    query = served_vectors(eos_bundle, "onnx-fp32", FRESH_TEXTS[:1], "query")
+    document = served_vectors(eos_bundle, "onnx-fp32", FRESH_TEXTS[:1], "document")
     assert min_cosine(query, document) < 0.9999
 
 
@@ -97,12 +99,12 @@ def test_manifest_describes_checkpoint(tiny_checkpoint, tiny_bundle, appends_eos
                                                                "gguf-q4_k_m", "openvino-int8"}
 
 
-def test_manifest_checksums_match_files(tiny_bundle, tmp_path):
-    manifest = load_manifest(tiny_bundle)
+def test_manifest_checksums_match_files(eos_bundle, tmp_path):
+    manifest = load_manifest(eos_bundle)
     for entry in manifest.tokenizer.files + [f for a in manifest.artifacts for f in a.files]:
-        assert sha256_file(tiny_bundle / entry.path) == entry.sha256
+        assert sha256_file(eos_bundle / entry.path) == entry.sha256
     copy = tmp_path / "copy"
-    shutil.copytree(tiny_bundle, copy)
+    shutil.copytree(eos_bundle, copy)
     data = copy / manifest.artifact("onnx-int8").path
     data.write_bytes(data.read_bytes()[:-1] + b"\0")
     with pytest.raises(BundleError, match="onnx/int8/model.onnx: sha256 does not match"):
@@ -149,19 +151,19 @@ def test_adapter_merge_matches_peft(adapter_checkpoint, tmp_path_factory, tmp_pa
         assert min_cosine(got, vectors) < 0.999
 
 
-def test_every_bundle_file_gets_the_permissions_of_a_new_file(tiny_bundle):
+def test_every_bundle_file_gets_the_permissions_of_a_new_file(eos_bundle):
     """A bundle exported by one user is served by another (the container's non-root user);
     onnxruntime's quantiser alone writes its data file owner-only."""
     umask = os.umask(0)
     os.umask(umask)
-    for path in (p for p in tiny_bundle.rglob("*") if p.is_file()):
+    for path in (p for p in eos_bundle.rglob("*") if p.is_file()):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
-def test_parity_report_written(tiny_bundle):
-    report = (tiny_bundle / "parity" / "report.txt").read_text()
+def test_parity_report_written(eos_bundle):
+    report = (eos_bundle / "parity" / "report.txt").read_text()
     for artifact in BARS:
         assert artifact in report
-    probes = json.loads((tiny_bundle / "parity" / "probes.json").read_text())
+    probes = json.loads((eos_bundle / "parity" / "probes.json").read_text())
     assert {p["prompt_name"] for p in probes} == {"query", "document"}
-    assert np.load(tiny_bundle / "parity" / "oracle.npy").shape == (len(probes), 64)
+    assert np.load(eos_bundle / "parity" / "oracle.npy").shape == (len(probes), 64)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 
-from embedrpc.export import formats, onnx_export
+import pytest
+
+from embedrpc.export import onnx_export
 from embedrpc.export.staging import restore_interrupted_publish
+from embedrpc.service.bundle import formats
 from embedrpc.service.cli import main
+
+pytestmark = pytest.mark.heavy
 
 
 def run_export(capsys, *args) -> tuple[int, str]:
@@ -53,18 +59,18 @@ def test_unsupported_architecture(capsys, tmp_path):
             "jina_embeddings_v5") in only_error_line(err)
 
 
-def test_non_empty_out_needs_force(capsys, tmp_path, tiny_checkpoint):
+def test_non_empty_out_needs_force(capsys, tmp_path, eos_checkpoint):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    code, err = run_export(capsys, tiny_checkpoint, "--out", out)
+    code, err = run_export(capsys, eos_checkpoint, "--out", out)
     assert code == 2
     assert "exists and is not empty; pass --force" in only_error_line(err)
     assert (out / "keep.txt").read_text() == "precious"
 
 
-def test_unknown_format(capsys, tmp_path, tiny_checkpoint):
-    code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
+def test_unknown_format(capsys, tmp_path, eos_checkpoint):
+    code, err = run_export(capsys, eos_checkpoint, "--out", tmp_path / "out",
                            "--formats", "onnx-fp32,tflite")
     assert code == 2
     assert "unknown format 'tflite'" in only_error_line(err)
@@ -155,17 +161,17 @@ def test_adapter_options_a_plain_merge_cannot_honour(capsys, tmp_path, adapter_c
         "merged")
 
 
-def test_task_on_merged_checkpoint(capsys, tmp_path, tiny_checkpoint):
-    code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
+def test_task_on_merged_checkpoint(capsys, tmp_path, eos_checkpoint):
+    code, err = run_export(capsys, eos_checkpoint, "--out", tmp_path / "out",
                            "--task", "retrieval")
     assert code == 2
     assert "cannot serve task 'retrieval': omit --task" in only_error_line(err)
 
 
-def test_merged_checkpoint_named_for_its_task(capsys, tmp_path, tiny_checkpoint):
+def test_merged_checkpoint_named_for_its_task(capsys, tmp_path, eos_checkpoint):
     """A `...-retrieval` checkpoint accepts --task retrieval (and records it) without adapters."""
     named = tmp_path / "jina-embeddings-v5-text-small-retrieval"
-    shutil.copytree(tiny_checkpoint, named)
+    shutil.copytree(eos_checkpoint, named)
     code, _ = run_export(capsys, named, "--out", tmp_path / "out", "--task", "retrieval",
                          "--formats", "onnx-fp32", "--probe-max-tokens", "32")
     assert code == 0
@@ -173,22 +179,23 @@ def test_merged_checkpoint_named_for_its_task(capsys, tmp_path, tiny_checkpoint)
         "retrieval"
 
 
-def test_interrupted_export_leaves_no_bundle(capsys, tmp_path, tiny_checkpoint, monkeypatch):
+def test_interrupted_export_leaves_no_bundle(capsys, tmp_path, eos_checkpoint, monkeypatch):
     def disk_full(*_args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(onnx_export, "quantize_int8", disk_full)
-    code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
+    code, err = run_export(capsys, eos_checkpoint, "--out", tmp_path / "out",
                            "--probe-max-tokens", "32")
     assert code == 2
     assert "No space left on device" in only_error_line(err)
     assert_nothing_written(tmp_path)
 
 
-def test_parity_below_bar_fails(capsys, tmp_path, tiny_checkpoint, monkeypatch):
-    strict = formats.FormatSpec("onnx-int8", "onnx", "int8", 0.9999999)
-    monkeypatch.setitem(formats.FORMATS, "onnx-int8", strict)
-    code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
+def test_parity_below_bar_fails(capsys, tmp_path, eos_checkpoint, monkeypatch):
+    strict = dataclasses.replace(formats.ONNX_INT8, bar=0.9999999)
+    monkeypatch.setitem(formats.FORMATS, strict.name, strict)
+    monkeypatch.setattr(formats, "LOSSY_BELOW", 1.0)  # still lossy, as the manifest must say
+    code, err = run_export(capsys, eos_checkpoint, "--out", tmp_path / "out",
                            "--formats", "onnx-int8", "--probe-max-tokens", "32")
     assert code == 2
     assert "parity below bar for onnx-int8" in only_error_line(err)
@@ -196,21 +203,21 @@ def test_parity_below_bar_fails(capsys, tmp_path, tiny_checkpoint, monkeypatch):
     assert_nothing_written(tmp_path)
 
 
-def test_replacing_with_force(capsys, tmp_path, tiny_checkpoint):
+def test_replacing_with_force(capsys, tmp_path, eos_checkpoint):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    code, _ = run_export(capsys, tiny_checkpoint, "--out", out, "--force",
+    code, _ = run_export(capsys, eos_checkpoint, "--out", out, "--force",
                          "--formats", "onnx-fp32", "--probe-max-tokens", "32")
     assert code == 0
     assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
-def test_crash_while_measuring_parity_fails_that_artifact(capsys, tmp_path, tiny_checkpoint,
+def test_crash_while_measuring_parity_fails_that_artifact(capsys, tmp_path, eos_checkpoint,
                                                           crash_in_child):
     crash_in_child("gguf-q8_0")
-    code, err = run_export(capsys, tiny_checkpoint, "--out", tmp_path / "out",
+    code, err = run_export(capsys, eos_checkpoint, "--out", tmp_path / "out",
                            "--formats", "onnx-fp32,gguf-q8_0", "--probe-max-tokens", "32")
     assert code == 2
     assert only_error_line(err) == ("embedrpc: error: gguf-q8_0: llama.cpp crashed (SIGSEGV) on "
@@ -219,9 +226,9 @@ def test_crash_while_measuring_parity_fails_that_artifact(capsys, tmp_path, tiny
     assert_nothing_written(tmp_path)
 
 
-def test_killed_export_leaves_nothing_the_next_one_trips_on(capsys, tmp_path, tiny_checkpoint):
+def test_killed_export_leaves_nothing_the_next_one_trips_on(capsys, tmp_path, eos_checkpoint):
     out = tmp_path / "out"
-    args = [tiny_checkpoint, "--out", out, "--formats", "onnx-fp32", "--probe-max-tokens", "32"]
+    args = [eos_checkpoint, "--out", out, "--formats", "onnx-fp32", "--probe-max-tokens", "32"]
     exporter = subprocess.Popen([sys.executable, "-m", "embedrpc.service.cli", "export",
                                  *map(str, args)], stderr=subprocess.PIPE, text=True)
     for line in exporter.stderr:

@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from embedrpc.service import filehashes
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.filehashes import FileHashes
-from embedrpc.service.layout import sha256_file
-from embedrpc.service.manifest import BundleError
+from embedrpc.service.bundle import checksums as filehashes
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.checksums import FileHashes
+from embedrpc.service.bundle.layout import sha256_file
+from embedrpc.service.bundle.manifest import BundleError
 
 
 @pytest.fixture()
@@ -73,10 +73,10 @@ def test_an_unreadable_or_corrupt_cache_only_costs_a_reread(tmp_path, reads):
     assert FileHashes(blocked).sha256(data) == sha256_file(data)
 
 
-def test_bundle_verify_uses_the_cache_and_still_catches_corruption(tiny_bundle, tmp_path,
+def test_bundle_verify_uses_the_cache_and_still_catches_corruption(eos_bundle, tmp_path,
                                                                    reads):
     copy = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, copy)
+    shutil.copytree(eos_bundle, copy)
     hashes = FileHashes(tmp_path / "cache")
     Bundle(copy, hashes=hashes).verify(["onnx-int8"])
     verified = len(reads)

@@ -6,56 +6,50 @@ import gguf
 import numpy as np
 import pytest
 
-from embedrpc.export.formats import BARS
 from embedrpc.export.oracle import probe_texts
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.manifest import load_manifest
-from embedrpc.service.validate import validate_bundle
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.formats import BARS
+from embedrpc.service.bundle.manifest import load_manifest
+from embedrpc.service.runtimes.interface import options_for
+from embedrpc.service.runtimes.measure import validate_bundle
+from embedrpc.service.runtimes.registry import open_runtime
 from fixtures.random_checkpoint import ENDOFTEXT_ID
 
 from conftest import cached_checkpoint, exported_bundle
+from gguf_support import gguf_metadata
 
 GGUF_BARS = {name: bar for name, bar in BARS.items() if name.startswith("gguf-")}
-
-
-def gguf_fields(path) -> dict:
-    reader = gguf.GGUFReader(path)
-    return {name: field.contents() for name, field in reader.fields.items()
-            if not name.startswith("tokenizer.ggml.") or name in (
-                "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.add_bos_token",
-                "tokenizer.ggml.add_eos_token", "tokenizer.ggml.eos_token_id",
-                "tokenizer.ggml.padding_token_id")}
 
 
 @pytest.fixture(scope="module")
 def f16_runtime(tiny_bundle):
     bundle = Bundle(tiny_bundle)
-    runtime = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=512))
+    runtime = open_runtime(bundle, "gguf-f16", options_for(bundle, max_batch_tokens=512))
     yield runtime
     runtime.close()
 
 
 def test_metadata_pools_last_and_follows_the_tokenizer(tiny_bundle, appends_eos):
     manifest = load_manifest(tiny_bundle)
-    for name in GGUF_BARS:
-        fields = gguf_fields(tiny_bundle / manifest.artifact(name).path)
+    for name in GGUF_BARS:  # read by llama.cpp's own loader, as the runtime reads them
+        fields = gguf_metadata(tiny_bundle / manifest.artifact(name).path)
         assert fields["general.architecture"] == "qwen3"
-        assert fields["qwen3.pooling_type"] == int(gguf.PoolingType.LAST)
-        assert fields["qwen3.embedding_length"] == 64
-        assert fields["qwen3.block_count"] == 2
-        assert fields["qwen3.attention.head_count_kv"] == 2
-        assert fields["qwen3.attention.key_length"] == 16
-        assert fields["qwen3.context_length"] == manifest.max_input_tokens
+        assert fields["qwen3.pooling_type"] == str(int(gguf.PoolingType.LAST))
+        assert fields["qwen3.embedding_length"] == "64"
+        assert fields["qwen3.block_count"] == "2"
+        assert fields["qwen3.attention.head_count_kv"] == "2"
+        assert fields["qwen3.attention.key_length"] == "16"
+        assert fields["qwen3.context_length"] == str(manifest.max_input_tokens)
         assert fields["tokenizer.ggml.model"] == "gpt2"
         assert fields["tokenizer.ggml.pre"] == "qwen2"
-        assert fields["tokenizer.ggml.add_bos_token"] is False
-        assert fields["tokenizer.ggml.add_eos_token"] is appends_eos
-        assert fields["tokenizer.ggml.eos_token_id"] == ENDOFTEXT_ID
-        assert fields["tokenizer.ggml.padding_token_id"] == manifest.tokenizer.pad_token_id
+        assert fields["tokenizer.ggml.add_bos_token"] == "false"
+        assert fields["tokenizer.ggml.add_eos_token"] == str(appends_eos).lower()
+        assert fields["tokenizer.ggml.eos_token_id"] == str(ENDOFTEXT_ID)
+        assert fields["tokenizer.ggml.padding_token_id"] == str(manifest.tokenizer.pad_token_id)
 
 
-def test_token_types_mark_control_tokens(tiny_bundle):
-    reader = gguf.GGUFReader(tiny_bundle / load_manifest(tiny_bundle).artifact("gguf-f16").path)
+def test_token_types_mark_control_tokens(eos_bundle):
+    reader = gguf.GGUFReader(eos_bundle / load_manifest(eos_bundle).artifact("gguf-f16").path)
     types = reader.fields["tokenizer.ggml.token_type"].contents()
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
     assert len(tokens) == len(types) == 151936
@@ -80,6 +74,7 @@ def test_artifacts_meet_bars(tiny_bundle):
         assert result.parity.min_cosine >= GGUF_BARS[result.artifact], result
 
 
+@pytest.mark.heavy
 def test_q4_k_m_on_k256_widths(tmp_path_factory):
     """Widths that are multiples of 256 get real Q4_K blocks (tiny widths fall back)."""
     checkpoint = cached_checkpoint("tiny-k256", True)
@@ -107,7 +102,7 @@ def test_mixed_batch_equals_one_at_a_time(tiny_bundle, f16_runtime):
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(f16_runtime.embed_batch([sequences[0]] * 3), np.vstack([alone[0]] * 3))
     bundle = Bundle(tiny_bundle)
-    small = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=64))
+    small = open_runtime(bundle, "gguf-f16", options_for(bundle, max_batch_tokens=64))
     try:
         planned = small.embed(sequences[::-1])[::-1]  # several decodes, order restored
     finally:
@@ -115,9 +110,9 @@ def test_mixed_batch_equals_one_at_a_time(tiny_bundle, f16_runtime):
     assert np.min(np.sum(planned * alone, axis=1)) >= 0.99999
 
 
-def test_over_budget_is_an_error_not_a_truncation(tiny_bundle):
-    bundle = Bundle(tiny_bundle)
-    runtime = bundle.open_runtime("gguf-q8_0", bundle.runtime_options(max_batch_tokens=32))
+def test_over_budget_is_an_error_not_a_truncation(eos_bundle):
+    bundle = Bundle(eos_bundle)
+    runtime = open_runtime(bundle, "gguf-q8_0", options_for(bundle, max_batch_tokens=32))
     # never more sequences than tokens in a context (llama.cpp aborts the process otherwise)
     assert runtime.policy.max_sequences == runtime.context_sequences == 32
     try:
@@ -129,17 +124,17 @@ def test_over_budget_is_an_error_not_a_truncation(tiny_bundle):
         runtime.close()
 
 
-def test_an_input_longer_than_a_pass_runs_alone_in_passes(tiny_bundle):
+def test_an_input_longer_than_a_pass_runs_alone_in_passes(eos_bundle):
     """Passes are short (attention spans one pass); a longer input still gets its full
     context: decoded a pass at a time into a context of its own, it equals one long pass."""
-    bundle = Bundle(tiny_bundle)
+    bundle = Bundle(eos_bundle)
     tokenizer = bundle.tokenizer(max_input_tokens=400)
     long_text = tokenizer.encode(["A long document about many things, " * 40],
                                  bundle.manifest.prompts["document"])[0][:300]
     short = tokenizer.encode(["a short query"], bundle.manifest.prompts["query"])[0]
-    in_passes = bundle.open_runtime("gguf-f16", bundle.runtime_options(
+    in_passes = open_runtime(bundle, "gguf-f16", options_for(bundle,
         max_batch_tokens=64, max_input_tokens=400))
-    one_pass = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=512))
+    one_pass = open_runtime(bundle, "gguf-f16", options_for(bundle, max_batch_tokens=512))
     try:
         assert in_passes.pass_tokens == 64 and in_passes.max_tokens == 400
         vectors = in_passes.embed([short, long_text, short])
@@ -154,7 +149,7 @@ def test_an_input_longer_than_a_pass_runs_alone_in_passes(tiny_bundle):
 
 def tail_vector(bundle, sequence, tokens):
     """The vector of only the last `tokens` of `sequence` (as if earlier passes were lost)."""
-    runtime = bundle.open_runtime("gguf-f16", bundle.runtime_options(max_batch_tokens=512))
+    runtime = open_runtime(bundle, "gguf-f16", options_for(bundle, max_batch_tokens=512))
     try:
         return runtime.embed([sequence[-tokens:]])[0]
     finally:

@@ -13,9 +13,11 @@ import grpc
 import numpy as np
 import pytest
 
+from embedrpc.service import server as server_module
+from embedrpc.service.bundle.layout import sha256_file
 from embedrpc.service.cli import main
-from embedrpc.service.layout import sha256_file
-from embedrpc.service.selection import Choice
+from embedrpc.service.runtimes.selection import Choice
+from embedrpc.service.server import EmbedServer
 from embedrpc.v1 import embedding_pb2 as pb
 
 from conftest import cached_checkpoint, exported_bundle
@@ -41,7 +43,15 @@ def artifact(manifest, name) -> dict:
     return next(a for a in manifest["artifacts"] if a["name"] == name)
 
 
-def serve_error(capsys, root, *flags) -> str:
+async def _start_and_stop(config) -> None:
+    """`embedrpc serve` that stops as soon as it serves (a bad bundle must never get there)."""
+    server = EmbedServer(config)
+    await server.start()
+    await server.stop(0)
+
+
+def serve_error(capsys, monkeypatch, root, *flags) -> str:
+    monkeypatch.setattr(server_module, "serve", _start_and_stop)
     code = main(["serve", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
                  *flags])
     err = capsys.readouterr().err
@@ -114,16 +124,36 @@ CASES = [
      "malformed manifest: tokenizer.pad_token_id must be an integer, not str 'x'"),
     (lambda root, manifest: artifact(manifest, "gguf-f16").update(bytes=3),
      "malformed manifest: artifacts[3] has unknown fields bytes"),
+    (_setter(schema_version=1), "manifest schema_version 1 was written by an older embedrpc "
+                                "export (this embedrpc reads 2); export the bundle again"),
+    (_setter(architecture="bert"), "the manifest's architecture 'bert' is not 'qwen3'"),
+    (lambda root, manifest: manifest["tokenizer"].update(appends_eos=False),
+     "the manifest's tokenizer.appends_eos is False, but the tokenizer's post-processor "
+     "appends one"),
+    (lambda root, manifest: manifest["tokenizer"].update(eos_token_id=7),
+     "the manifest's tokenizer.eos_token_id 7 is not the id 151643 the post-processor appends"),
+    (lambda root, manifest: artifact(manifest, "onnx-fp32").update(lossy=True),
+     "artifact onnx-fp32 says lossy True, but its format is not lossy"),
+    (lambda root, manifest: artifact(manifest, "gguf-q8_0")["parity"].update(bar=0.5),
+     "artifact gguf-q8_0 was held to a bar of 0.5, under its format's 0.995"),
+    (lambda root, manifest: manifest["calibration"].update(prompts=["passage"]),
+     "calibration.prompts ['passage'] are not among the prompts ['document', 'query']"),
+    (lambda root, manifest: manifest["parity_probe"].update(probes=3),
+     "parity/probes.json holds 24 probes, the manifest says 3"),
+    (lambda root, manifest: manifest["parity_probe"].update(files=["parity/other.npy"]),
+     "parity_probe.files ['parity/other.npy'] must be ['parity/probes.json', "
+     "'parity/oracle.npy']"),
 ]
 
 
 @pytest.mark.parametrize("edit,message", CASES, ids=[
     "outside-file", "int8-is-fp32", "passwd", "dotdot", "symlink-out", "list", "artifacts-dict",
     "dims-null", "hidden-abc", "max-input-0", "prompts-empty", "dims-order", "calibration",
-    "pad-id-type", "unknown-field"])
-def test_bad_manifest_is_one_line(capsys, bundle, tmp_path, edit, message):
+    "pad-id-type", "unknown-field", "schema-1", "architecture", "appends-eos", "eos-id",
+    "lossy", "lowered-bar", "calibration-prompts", "probe-count", "probe-files"])
+def test_bad_manifest_is_one_line(capsys, monkeypatch, bundle, tmp_path, edit, message):
     root = copy_with(bundle, tmp_path, edit)
-    assert message in serve_error(capsys, root)
+    assert message in serve_error(capsys, monkeypatch, root)
 
 
 def _nan_gguf(root, manifest):
@@ -137,9 +167,10 @@ def _nan_gguf(root, manifest):
     entry.update(bytes=path.stat().st_size, sha256=sha256_file(path))
 
 
-def test_nan_artifact_fails_its_self_check(capsys, bundle, tmp_path):
+def test_nan_artifact_fails_its_self_check(capsys, monkeypatch, bundle, tmp_path):
     root = copy_with(bundle, tmp_path, _nan_gguf)
-    line = serve_error(capsys, root, "--artifact", "gguf-f16", "--cache", str(tmp_path / "c"))
+    line = serve_error(capsys, monkeypatch, root, "--artifact", "gguf-f16", "--cache",
+                       str(tmp_path / "c"))
     assert "llamacpp gguf-f16: min cosine nan is below its bar 0.9999 in self-check" in line
 
 

@@ -136,8 +136,8 @@ def test_a_stream_waiting_for_room_is_released_at_shutdown(bundle):
     """The scheduler wakes waiters when it closes: UNAVAILABLE, not a hang."""
     import asyncio
 
-    from embedrpc.service.metrics import Metrics
-    from embedrpc.service.scheduler import Scheduler
+    from embedrpc.service.core.metrics import Metrics
+    from embedrpc.service.core.scheduler import Scheduler
 
     class Never:
         policy = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from embedrpc.service.isolation import ChildFailed, run_isolated
+from embedrpc.service.runtimes.isolation import ChildFailed, run_isolated
 
 
 def test_result_comes_back():
@@ -53,8 +53,9 @@ def _children_of(pid: int) -> list[int]:
 
 def test_child_of_a_killed_parent_stops():
     """An export or server killed with SIGKILL leaves no child working on for nobody."""
-    parent = subprocess.Popen([sys.executable, "-c", "from embedrpc.service.isolation import "
-                               "run_isolated; run_isolated('time:sleep', 120)"])
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "from embedrpc.service.runtimes.isolation import run_isolated; "
+                               "run_isolated('time:sleep', 120)"])
     deadline = time.monotonic() + 30
     while not (children := _children_of(parent.pid)):
         assert time.monotonic() < deadline, "the child never started"

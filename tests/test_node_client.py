@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from embedrpc.export.formats import BARS
+from embedrpc.service.bundle.formats import BARS
 
 from conftest import cached_checkpoint, exported_bundle
 from server_support import LoopbackServer
+
+pytestmark = pytest.mark.heavy
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "tests" / "node"

@@ -8,18 +8,20 @@ from __future__ import annotations
 import json
 import shutil
 
-import gguf
 import numpy as np
 import pytest
 
-from embedrpc.export.formats import BARS
-from embedrpc.service.manifest import load_manifest
+from embedrpc.service.bundle.formats import BARS
+from embedrpc.service.bundle.manifest import load_manifest
 from embedrpc.v1 import embedding_pb2 as pb
 from fixtures.random_checkpoint import JINA_CODE_MODULES, jina_base_config
 
 from conftest import cached_checkpoint, exported_bundle
+from gguf_support import gguf_metadata
 from server_support import LoopbackServer, vectors_of
 from test_export import FRESH_TEXTS, min_cosine, plain_qwen3_dir, st_oracle
+
+pytestmark = pytest.mark.heavy
 
 ROPE_BASE = 3_500_000.0
 
@@ -36,8 +38,8 @@ def merged_bundle(tmp_path_factory, qwen3_tokenizer_json):
 
 def rope_bases(bundle) -> dict[str, float]:
     manifest = load_manifest(bundle)
-    return {a.name: float(gguf.GGUFReader(bundle / a.path).fields["qwen3.rope.freq_base"]
-                          .contents()) for a in manifest.artifacts if a.format == "gguf"}
+    return {a.name: float(gguf_metadata(bundle / a.path)["qwen3.rope.freq_base"])
+            for a in manifest.artifacts if a.format == "gguf"}
 
 
 def test_base_replica_is_laid_out_as_published(adapter_checkpoint):

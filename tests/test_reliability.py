@@ -28,6 +28,8 @@ from conftest import cached_checkpoint, exported_bundle
 from server_support import LoopbackServer, vectors_of
 from test_serve_process import ServeProcess
 
+pytestmark = pytest.mark.heavy
+
 STREAMS, REQUESTS = 64, 150
 FUZZ_EXAMPLES = int(os.environ.get("EMBEDRPC_FUZZ_EXAMPLES", "5000"))
 KNOWN = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,

@@ -6,10 +6,10 @@ import asyncio
 
 import numpy as np
 
-from embedrpc.service.batching import BatchPolicy
-from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes import Runtime
-from embedrpc.service.scheduler import PICK_WINDOW, Scheduler
+from embedrpc.service.core.metrics import Metrics
+from embedrpc.service.core.scheduler import PICK_WINDOW, Scheduler
+from embedrpc.service.runtimes.batching import BatchPolicy
+from embedrpc.service.runtimes.interface import Runtime
 
 
 class Recorder(Runtime):

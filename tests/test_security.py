@@ -19,13 +19,13 @@ from certificates import CertificateAuthority
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_node_client import run_node_client
 
-from embedrpc.export.formats import BARS
+from embedrpc.service.bundle.formats import BARS
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
 from conftest import cached_checkpoint, exported_bundle
 from server_support import LoopbackServer
-from test_serve_process import CLI, ServeProcess, free_port
+from test_serve_process import CLI, ServeProcess
 
 
 @pytest.fixture(scope="module")
@@ -239,9 +239,9 @@ def test_reflection_is_off_unless_asked(bundle):
 
 
 def test_metrics_only_at_metrics_on_their_own_host(bundle):
-    port = free_port()
-    server = ServeProcess(bundle, "--host", "127.0.0.1", "--port", 0, "--metrics-port", port,
+    server = ServeProcess(bundle, "--host", "127.0.0.1", "--port", 0, "--metrics-port", "any",
                           "--metrics-host", "127.0.0.1")
+    port = server.metrics_port
     try:
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert "embedrpc_queue_depth" in page

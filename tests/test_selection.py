@@ -1,12 +1,19 @@
-"""The runtime selection rule (service/selection.py): candidates per host, and the choice made
-from their self-check verdicts."""
+"""The runtime selection rule (service/runtimes/selection.py): candidates per host, and the
+choice made from their self-check verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
-from embedrpc.service.manifest import Artifact, Manifest, Source, TokenizerInfo
-from embedrpc.service.selection import Candidate, Host, SelectionError, Verdict, choose, plan
+from embedrpc.service.bundle.manifest import Artifact, Manifest, Source, TokenizerInfo
+from embedrpc.service.runtimes.selection import (
+    Candidate,
+    Host,
+    SelectionError,
+    Verdict,
+    choose,
+    plan,
+)
 
 ALL = ["onnx-fp32", "onnx-fp16", "onnx-int8", "gguf-f16", "gguf-bf16", "gguf-q8_0",
        "gguf-q4_k_m"]

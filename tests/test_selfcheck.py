@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from embedrpc.service.selection import SelectionError
+from embedrpc.service.runtimes.selection import SelectionError
 from embedrpc.v1 import embedding_pb2 as pb
 
 from conftest import cached_checkpoint, exported_bundle

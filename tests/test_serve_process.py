@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,8 @@ class ServeProcess:
         self._reader.start()
         self.port = int(self.wait_for(r"serving on port (\d+)", 180).group(1))
         self.target = f"127.0.0.1:{self.port}"
+        metrics = [re.search(r"metrics on port (\d+)", line) for line in self.lines]
+        self.metrics_port = next((int(m.group(1)) for m in metrics if m), None)
 
     def _read(self):
         for line in self.process.stderr:
@@ -62,21 +63,15 @@ class ServeProcess:
             self.process.wait(60)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, qwen3_tokenizer_json):
     return exported_bundle(tmp_path_factory, cached_checkpoint("tiny", True))
 
 
 def test_sigterm_drains_in_flight_work(bundle):
-    metrics_port = free_port()
-    server = ServeProcess(bundle, "--host", "127.0.0.1", "--port", 0, "--metrics-port",
-                          metrics_port, "--max-batch-tokens", 128, "--runtime", "llamacpp")
+    server = ServeProcess(bundle, "--host", "127.0.0.1", "--port", 0, "--metrics-port", "any",
+                          "--max-batch-tokens", 128, "--runtime", "llamacpp")
+    metrics_port = server.metrics_port
     texts = [f"document number {i} " + "about retrieval and ranking " * 10 for i in range(200)]
     future = server.stub().Embed.future(pb.EmbedRequest(inputs=texts), timeout=120)
 
@@ -84,7 +79,9 @@ def test_sigterm_drains_in_flight_work(bundle):
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
         return float(re.search(r"^embedrpc_batch_inputs_count (\S+)", body, re.M).group(1))
 
+    deadline = time.monotonic() + 60
     while batches_done() < 1:
+        assert time.monotonic() < deadline, "no batch ran"
         time.sleep(0.01)
     assert not future.done()  # 200 inputs, one per batch: still in flight
     server.process.send_signal(signal.SIGTERM)
@@ -136,6 +133,7 @@ def test_embed_cli_prints_json(bundle):
         server.stop()
 
 
+@pytest.mark.heavy
 def test_serving_a_checkpoint_exports_it_first(tmp_path, qwen3_tokenizer_json):
     checkpoint = cached_checkpoint("tiny", False)
     server = ServeProcess(checkpoint, "--host", "127.0.0.1", "--port", 0, "--metrics-port", 0,
@@ -202,7 +200,7 @@ def test_what_no_runtime_does_is_refused_not_served(bundle, tmp_path, change, me
 
 def test_unloadable_tokenizer_is_a_clear_error(bundle, tmp_path):
     """A tokenizer.json that is not one, with its checksum updated to match."""
-    from embedrpc.service.layout import sha256_file
+    from embedrpc.service.bundle.layout import sha256_file
 
     def corrupt(root, manifest):
         (root / "tokenizer.json").write_text('{"model": "nothing like a tokenizer"}')

@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util.quantization import quantize_embeddings
 
-from embedrpc.export.formats import BARS
-from embedrpc.service.encoding import matryoshka
-from embedrpc.service.manifest import load_manifest
+from embedrpc.service.bundle.formats import BARS
+from embedrpc.service.bundle.manifest import load_manifest
+from embedrpc.service.core.encoding import matryoshka
 from embedrpc.v1 import embedding_pb2 as pb
 
 from conftest import cached_checkpoint, exported_bundle
@@ -68,7 +68,8 @@ def min_cosine(a, b) -> float:
 
 def assert_same_vectors(server, got: np.ndarray, expected: np.ndarray) -> None:
     """Bit-for-bit on ONNX; within llama.cpp's packing rounding (see llamacpp_runtime)."""
-    if server.server.choice.runtime == "llamacpp" and not server.server.config.batch_invariant:
+    settings = server.server.config.runtime_settings
+    if server.server.choice.runtime == "llamacpp" and not settings.get("batch_invariant"):
         np.testing.assert_allclose(got, expected, atol=5e-3)
         assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
     else:
@@ -117,10 +118,9 @@ def test_encodings_equal_quantize_embeddings(served, bundle, encoding, precision
     floats = vectors_of(embed(server, dimensions=dims, normalize=normalize))
     ranges = None
     if precision.endswith("int8"):
-        calibration = load_manifest(bundle).calibration["ranges"]
-        source = calibration[str(dims)] if normalize else {
-            k: v[:dims] for k, v in calibration["64"].items()}
-        ranges = np.array([source["min"], source["max"]], dtype=np.float32)
+        calibration = load_manifest(bundle).calibration.ranges
+        source = calibration[str(dims)] if normalize else calibration["64"]
+        ranges = np.array([source.min[:dims], source.max[:dims]], dtype=np.float32)
     expected = quantize_embeddings(floats, precision=precision, ranges=ranges)
     response = embed(server, dimensions=dims, normalize=normalize, encoding=encoding)
     assert response.encoding == encoding and response.dimensions == dims
@@ -363,7 +363,10 @@ def test_shutdown_drains_in_flight_and_refuses_new(bundle):
     assert runtime.entered.wait(10)
     stopping = threading.Thread(target=server.call, args=(server.server.stop(20),))
     stopping.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while not server.server.drain.draining:  # the stop has begun
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     fresh = grpc.insecure_channel(server.target)
     with pytest.raises(grpc.RpcError) as error:
         from embedrpc.v1 import embedding_pb2_grpc

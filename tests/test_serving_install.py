@@ -8,6 +8,7 @@ import venv
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embedrpc.v1 import embedding_pb2 as pb
 
@@ -15,6 +16,7 @@ from conftest import cached_checkpoint, exported_bundle
 from server_support import LoopbackServer, vectors_of
 from test_serve_process import ServeProcess
 
+pytestmark = pytest.mark.heavy
 ROOT = Path(__file__).resolve().parents[1]
 
 IN_PROCESS = """

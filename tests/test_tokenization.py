@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from embedrpc.export.oracle import probe_texts
-from embedrpc.service.batching import BatchPolicy, plan_batches
-from embedrpc.service.tokenization import BundleTokenizer, InputTooLong, Truncation
+from embedrpc.service.bundle.tokenizer import BundleTokenizer, InputTooLong, Truncation
+from embedrpc.service.runtimes.batching import BatchPolicy, plan_batches
 from fixtures.random_checkpoint import ENDOFTEXT_ID, tokenizer_variant
 
 PROMPTS = ["", "Query: ", "Document: "]

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedrpc.service.worker import WorkerRuntime
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.runtimes.interface import RuntimeFailure, options_for
+from embedrpc.service.runtimes.selection import Choice
+from embedrpc.service.runtimes.worker import WorkerRuntime
 from embedrpc.v1 import embedding_pb2 as pb
 
 from conftest import cached_checkpoint, exported_bundle
@@ -45,17 +48,18 @@ def wait_for(condition, timeout: float = 30.0) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGKILL], ids=["SIGSEGV", "SIGKILL"])
-def test_a_worker_killed_mid_batch_costs_only_its_batch(bundle, signum):
-    server = LoopbackServer(bundle, gated=True, runtime="llamacpp", artifact="gguf-f16",
-                            batch_invariant=True)
+def test_a_worker_killed_mid_batch_costs_only_its_batch(bundle, signum, crash_in_child,
+                                                        tmp_path):
+    hanging = tmp_path / "hanging"
+    crash_in_child("gguf-f16", at="hang-long", mark=str(hanging))  # long texts never finish
+    server = LoopbackServer(bundle, gated=True, batch_invariant=True,
+                            choice=Choice("llamacpp", "gguf-f16", "chosen by the test"))
     try:
         worker = server.runtime.inner
         assert isinstance(worker, WorkerRuntime) and worker.pid != os.getpid()
         before = vectors_of(server.stub.Embed(pb.EmbedRequest(inputs=["hello"]), timeout=30))
-        server.runtime.entered.clear()
         doomed = server.stub.Embed.future(pb.EmbedRequest(inputs=LONG), timeout=60)
-        assert server.runtime.entered.wait(10)
-        time.sleep(0.05)  # the worker is inside its decodes
+        wait_for(hanging.exists)  # the worker is inside the batch
         os.kill(worker.pid, signum)
         with pytest.raises(grpc.RpcError) as error:
             doomed.result()
@@ -68,6 +72,31 @@ def test_a_worker_killed_mid_batch_costs_only_its_batch(bundle, signum):
         assert server.metric("embedrpc_requests_total", method="Embed", code="UNAVAILABLE") == 1
     finally:
         server.stop()
+
+
+def test_batches_are_told_restarting_at_once_while_a_worker_starts(bundle, crash_in_child):
+    """A restart does not hold batches: while the new worker loads (slowly here), a request
+    gets UNAVAILABLE "restarting; retry" long before its deadline."""
+    server = LoopbackServer(bundle, choice=Choice("onnx-cpu", "onnx-fp32", "chosen by the test"))
+    try:
+        crash_in_child("onnx-fp32", at="slow-open", slow_s=600)  # workers from now on
+        os.kill(server.runtime.pid, signal.SIGKILL)
+        wait_for(lambda: status(server) == NOT_SERVING)
+        with pytest.raises(grpc.RpcError) as error:
+            server.stub.Embed(pb.EmbedRequest(inputs=["x"]), timeout=20)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+        assert "the inference worker is restarting (crashed (SIGKILL)); retry" in \
+            error.value.details()
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_does_not_start_in_time_is_a_failed_start(bundle, crash_in_child):
+    crash_in_child("onnx-fp32", at="slow-open", slow_s=600)
+    opened = Bundle(bundle)
+    with pytest.raises(RuntimeFailure, match="^the inference worker did not start within 2 s$"):
+        WorkerRuntime(opened.root, "onnx-fp32", "onnx-cpu", options_for(opened),
+                      start_timeout=2)
 
 
 def test_repeated_crashes_back_off_and_stay_not_serving(bundle, crash_in_child, caplog):

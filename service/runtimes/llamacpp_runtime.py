@@ -28,16 +28,23 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrpc.service.batching import BatchPolicy
-from embedrpc.service.runtimes.base import (
+from embedrpc.service.bundle import formats
+from embedrpc.service.runtimes.batching import BatchPolicy
+from embedrpc.service.runtimes.interface import (
     DEFAULT_OPTIONS,
     Runtime,
     RuntimeFailure,
-    RuntimeKind,
     RuntimeOptions,
+    RuntimeSpec,
+    Setting,
+    Tier,
 )
 
 KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
+KV_TYPE = Setting("kv_type", "f32", "llama.cpp KV cache type", choices=tuple(KV_TYPES))
+BATCH_INVARIANT = Setting("batch_invariant", False,
+                          "llama.cpp: decode one text per pass, so a vector never depends on its "
+                          "batch-mates (slower; ONNX runtimes always are)")
 LLAMA_MAX_SEQ = 256  # llama.cpp's compile-time limit on sequences per context
 PASS_TOKENS = 256  # tokens per decode pass (benchmarks/results/llamacpp-passes-*.md)
 CONTEXT_GRANULE = 256  # llama.cpp pads contexts to this
@@ -79,7 +86,7 @@ def _load_dynamic_backends_once(llama_cpp) -> None:
         _backends_loaded = True
 
 
-def _quiet_logs(llama_cpp) -> None:
+def quiet_logs(llama_cpp) -> None:
     """Only llama.cpp's errors reach stderr (its info logs are per-load and per-context)."""
     global _log_callback
     if _log_callback is not None:
@@ -102,10 +109,11 @@ class LlamaCppRuntime(Runtime):
         except ImportError as exc:
             raise RuntimeFailure("the llama.cpp runtime needs llama-cpp-python "
                                  "(pip install 'embedrpc[llamacpp]')") from exc
-        if options.kv_type not in KV_TYPES:
+        kv_type = options.setting(KV_TYPE)
+        if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}")
         self._llama = llama_cpp
-        _quiet_logs(llama_cpp)
+        quiet_logs(llama_cpp)
         _load_dynamic_backends_once(llama_cpp)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
@@ -114,7 +122,7 @@ class LlamaCppRuntime(Runtime):
         self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self._model:
             raise RuntimeFailure(f"llama.cpp cannot load {model_path}")
-        self._kv_type = KV_TYPES[options.kv_type]
+        self._kv_type = KV_TYPES[kv_type]
         self._threads = options.threads or os.cpu_count() or 1
         # Every pass is at most `pass_tokens` long, so attention spans one pass, not the whole
         # budget; an input longer than a pass runs alone, in passes, in a context of its own.
@@ -132,9 +140,10 @@ class LlamaCppRuntime(Runtime):
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self._batch = llama_cpp.llama_batch_init(self.pass_tokens, 0, 1)
         self.hidden_size = llama_cpp.llama_model_n_embd(self._model)
-        self.name, self.artifact, self.precision = "llamacpp", artifact, precision
+        self.name, self.artifact, self.precision = SPEC.name, artifact, precision
         self.policy = BatchPolicy(self.pass_tokens, packed=True,
-                                  max_sequences=1 if options.batch_invariant else max_sequences)
+                                  max_sequences=1 if options.setting(BATCH_INVARIANT)
+                                  else max_sequences)
 
     def _new_context(self, tokens: int, sequences: int):
         """A context for `tokens` tokens of up to `sequences` sequences, decoded in passes of
@@ -266,5 +275,7 @@ def _available() -> tuple[bool, str]:
     return True, "llama-cpp-python is installed"
 
 
-KIND = RuntimeKind("llamacpp", ("gguf-q8_0", "gguf-f16", "gguf-bf16", "gguf-q4_k_m"),
-                   _available, _open)
+SPEC = RuntimeSpec("llamacpp", Tier.CPU, "llama.cpp",
+                   (formats.GGUF_Q8_0, formats.GGUF_F16, formats.GGUF_BF16, formats.GGUF_Q4_K_M),
+                   ("llama_cpp_python",), _available, _open, runs_by_default=(formats.GGUF,),
+                   settings=(KV_TYPE, BATCH_INVARIANT))

@@ -15,14 +15,16 @@ import os
 
 import numpy as np
 
-from embedrpc.service.batching import BatchPolicy
-from embedrpc.service.runtimes.base import (
+from embedrpc.service.bundle import formats
+from embedrpc.service.runtimes.batching import BatchPolicy
+from embedrpc.service.runtimes.interface import (
     CPU_MAX_PADDING_RATIO,
     DEFAULT_OPTIONS,
     Runtime,
     RuntimeFailure,
-    RuntimeKind,
     RuntimeOptions,
+    RuntimeSpec,
+    Tier,
     pad,
 )
 
@@ -51,17 +53,18 @@ class OnnxRuntime(Runtime):
         on_cuda = "CUDAExecutionProvider" in self._session.get_providers()
         if cuda and not on_cuda:
             raise RuntimeFailure(f"onnxruntime did not place {model_path} on CUDA")
-        self.name = "onnx-cuda" if on_cuda else "onnx-cpu"
+        self.name = (CUDA if on_cuda else CPU).name
         self.artifact, self.precision = artifact, precision
         self.pad_token_id, self.padding_side = pad_token_id, options.padding_side
         self.policy = BatchPolicy(options.max_batch_tokens,
-                                  max_sequences=1 if precision == "int8" else None,
+                                  max_sequences=1 if precision == formats.ONNX_INT8.precision
+                                  else None,
                                   max_padding_ratio=None if on_cuda else CPU_MAX_PADDING_RATIO)
         self._ort = ort
 
     def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = pad(sequences, self.pad_token_id, self.padding_side)
-        if self.name == "onnx-cuda":
+        if self.name == CUDA.name:
             vectors = self._run_on_cuda(ids, mask)
         else:
             (vectors,) = self._session.run(["embeddings"],
@@ -110,7 +113,13 @@ def cuda_available() -> tuple[bool, str]:
     return True, "a CUDA device is visible and onnxruntime has its CUDA provider"
 
 
-CPU = RuntimeKind("onnx-cpu", ("onnx-int8", "onnx-fp32", "onnx-fp16"), _cpu_available,
-                  lambda bundle, artifact, options: _open(bundle, artifact, options, cuda=False))
-CUDA = RuntimeKind("onnx-cuda", ("onnx-fp16", "onnx-fp32"), cuda_available,
-                   lambda bundle, artifact, options: _open(bundle, artifact, options, cuda=True))
+CPU = RuntimeSpec(
+    "onnx-cpu", Tier.CPU, "onnxruntime",
+    (formats.ONNX_INT8, formats.ONNX_FP32, formats.ONNX_FP16), ("onnxruntime",), _cpu_available,
+    lambda bundle, artifact, options: _open(bundle, artifact, options, cuda=False),
+    runs_by_default=(formats.ONNX,))
+CUDA = RuntimeSpec(
+    "onnx-cuda", Tier.GPU, "onnxruntime", (formats.ONNX_FP16, formats.ONNX_FP32),
+    ("onnxruntime-gpu",), cuda_available,
+    lambda bundle, artifact, options: _open(bundle, artifact, options, cuda=True),
+    device="CUDA")

@@ -21,14 +21,16 @@ import os
 
 import numpy as np
 
-from embedrpc.service.batching import BatchPolicy
-from embedrpc.service.runtimes.base import (
+from embedrpc.service.bundle import formats
+from embedrpc.service.runtimes.batching import BatchPolicy
+from embedrpc.service.runtimes.interface import (
     CPU_MAX_PADDING_RATIO,
     DEFAULT_OPTIONS,
     Runtime,
     RuntimeFailure,
-    RuntimeKind,
     RuntimeOptions,
+    RuntimeSpec,
+    Tier,
     pad,
 )
 
@@ -64,7 +66,8 @@ class OpenVinoRuntime(Runtime):
             raise RuntimeFailure("the OpenVINO runtime needs openvino "
                                  "(pip install 'embedrpc[openvino]')") from exc
         if precision not in INFERENCE_PRECISION:
-            raise RuntimeFailure(f"openvino-cpu runs int8 or bf16 artifacts, not {precision}")
+            raise RuntimeFailure(f"{SPEC.name} runs {' or '.join(INFERENCE_PRECISION)} "
+                                 f"artifacts, not {precision}")
         core = openvino.Core()
         inference = INFERENCE_PRECISION[precision]
         if inference == "bf16" and not native_bf16(core):
@@ -81,7 +84,7 @@ class OpenVinoRuntime(Runtime):
             raise RuntimeFailure(f"cannot load {model_path}: {exc}") from exc
         self._request = compiled.create_infer_request()
         self._output = compiled.output("embeddings")
-        self.name, self.artifact = "openvino-cpu", artifact
+        self.name, self.artifact = SPEC.name, artifact
         self.precision = f"{precision} (run in fp32: no native bf16 on this CPU)" \
             if precision == "bf16" and inference == "f32" else precision
         self.pad_token_id = pad_token_id
@@ -107,4 +110,6 @@ def _available() -> tuple[bool, str]:
     return True, "openvino is installed"
 
 
-KIND = RuntimeKind("openvino-cpu", ("openvino-int8", "openvino-bf16"), _available, _open)
+SPEC = RuntimeSpec("openvino-cpu", Tier.CPU, "OpenVINO",
+                   (formats.OPENVINO_INT8, formats.OPENVINO_BF16), ("openvino",), _available,
+                   _open, runs_by_default=(formats.OPENVINO,))

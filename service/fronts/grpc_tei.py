@@ -1,6 +1,7 @@
 """A text-embeddings-inference compatible front (`tei.v1`, `--tei-compat`): TEI's gRPC clients
 talk to embedrpc unchanged. A thin file: it converts TEI's messages to the core's calls and
-back; limits, errors, batching and streams are the core's and wire.py's, as for embedrpc.v1.
+back; limits, errors, batching and streams are the core's and grpc_wire.py's, as for
+embedrpc.v1.
 
 Differences from TEI (README: "TEI-compatible front"): one input per Embed call, as in TEI;
 `normalize=false` returns Matryoshka prefixes as they are, but the full vector is always unit
@@ -14,10 +15,10 @@ from __future__ import annotations
 import grpc
 
 from embedrpc.service import __version__
-from embedrpc.service.core import Embedded, Embedder, EmbedOptions
+from embedrpc.service.bundle.tokenizer import Truncation
+from embedrpc.service.core.embedder import Embedded, Embedder, EmbedOptions
 from embedrpc.service.errors import invalid
-from embedrpc.service.tokenization import Truncation
-from embedrpc.service.wire import OrderedStreams, add_service, unary
+from embedrpc.service.fronts.grpc_wire import OrderedStreams, add_service, unary
 from embedrpc.tei.v1 import tei_pb2 as tei
 
 SERVICES = list(tei.DESCRIPTOR.services_by_name.values())

@@ -1,31 +1,25 @@
-"""Parity of a bundle's artifacts against the oracle vectors stored in the bundle (torch-free).
+"""Parity of a bundle's artifacts measured on this host with the serving runtimes, against the
+oracle vectors stored in the bundle (torch-free): `embedrpc validate`, the self-check and
+export's parity step all measure here.
 
-`embedrpc export` stores the probe texts and the sentence-transformers oracle's vectors under
-`parity/`; this module re-embeds the probes with the serving runtimes and compares, so a bundle
-can be checked on the host that serves it (a GPU host included) without the export stack.
-
-Every measurement runs in a child process (service/isolation.py): a runtime that crashes on
-this host fails its artifact with the signal named, instead of killing the caller.
+Every measurement runs in a child process (service/runtimes/isolation.py): a runtime that
+crashes on this host fails its artifact with the signal named, instead of killing the caller.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from embedrpc.service import layout
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.isolation import ChildFailed, run_isolated
-from embedrpc.service.manifest import Parity
-from embedrpc.service.runtimes import RuntimeOptions
-from embedrpc.service.tokenization import Truncation
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.manifest import Parity
+from embedrpc.service.bundle.parity import compare, oracle_vectors, probe_token_ids
+from embedrpc.service.runtimes import registry
+from embedrpc.service.runtimes.interface import RuntimeOptions, options_for
+from embedrpc.service.runtimes.isolation import ChildFailed, run_isolated
 
 PARITY_BATCH_TOKENS = 4096
-ENGINES = {"onnx": "onnxruntime", "gguf": "llama.cpp", "openvino": "OpenVINO"}  # by format
 
 
 @dataclass
@@ -42,26 +36,6 @@ class ParityResult:
         return self.failure is None and self.parity.passed
 
 
-def compare(vectors: np.ndarray, oracle: np.ndarray) -> tuple[float, float, float]:
-    """(min cosine, mean cosine, max abs diff) row by row."""
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    reference = oracle / np.linalg.norm(oracle, axis=1, keepdims=True)
-    cosines = np.sum(unit.astype(np.float64) * reference, axis=1)
-    return float(cosines.min()), float(cosines.mean()), float(np.abs(vectors - oracle).max())
-
-
-def probe_token_ids(bundle: Bundle) -> list[list[int]]:
-    """The stored probes tokenised the way the server does (right truncation at the probe limit)."""
-    manifest = bundle.manifest
-    probes = json.loads((bundle.root / layout.PROBES).read_text())
-    tokenizer = bundle.tokenizer(manifest.parity_probe["max_tokens"])
-    ids = []
-    for probe in probes:
-        prompt = manifest.prompts[probe["prompt_name"]]
-        ids.extend(tokenizer.encode([probe["text"]], prompt, Truncation.RIGHT))
-    return ids
-
-
 def measure(bundle: Bundle, artifact_name: str, bar: float, *,
             sequences: list[list[int]] | None = None, options: RuntimeOptions | None = None,
             kind: str | None = None, timeout: float | None = None) -> ParityResult:
@@ -72,10 +46,10 @@ def measure(bundle: Bundle, artifact_name: str, bar: float, *,
     """
     payload = {"bundle": str(bundle.root), "artifact": artifact_name, "bar": bar, "kind": kind,
                "sequences": sequences,
-               "options": asdict(options or bundle.runtime_options(
-                   max_batch_tokens=PARITY_BATCH_TOKENS))}
+               "options": asdict(options or options_for(
+                   bundle, max_batch_tokens=PARITY_BATCH_TOKENS))}
     try:
-        answer = run_isolated("embedrpc.service.validate:measure_here", payload,
+        answer = run_isolated(f"{__name__}:measure_here", payload,
                               **({"timeout": timeout} if timeout else {}))
     except ChildFailed as failure:
         return ParityResult(artifact_name, None, failure=failure.reason)
@@ -88,7 +62,7 @@ def measure_here(payload: dict) -> dict:
     sequences = payload["sequences"] or probe_token_ids(bundle)
     options = RuntimeOptions(**{**payload["options"], "max_input_tokens": max(
         payload["options"]["max_input_tokens"], max(map(len, sequences)))})
-    runtime = bundle.open_runtime(payload["artifact"], options, payload["kind"])
+    runtime = registry.open_runtime(bundle, payload["artifact"], options, payload["kind"])
     try:
         runtime.embed([min(sequences, key=len)])  # first-call allocations, not timed
         started = time.perf_counter()
@@ -96,7 +70,7 @@ def measure_here(payload: dict) -> dict:
         elapsed = time.perf_counter() - started
     finally:
         runtime.close()
-    parity = Parity(*compare(vectors, np.load(bundle.root / layout.ORACLE)), bar=payload["bar"])
+    parity = Parity(*compare(vectors, oracle_vectors(bundle)), bar=payload["bar"])
     return {"parity": asdict(parity),
             "tokens_per_s": sum(map(len, sequences)) / elapsed if elapsed > 0 else 0.0}
 
@@ -109,16 +83,17 @@ def validate_bundle(root: Path, artifacts: list[str] | None = None, *,
     names = artifacts or [a.name for a in bundle.manifest.artifacts]
     bundle.verify(names)
     sequences = probe_token_ids(bundle)
-    options = bundle.runtime_options(max_batch_tokens=PARITY_BATCH_TOKENS,
-                                     **({"padding_side": padding_side} if padding_side else {}))
+    options = options_for(bundle, max_batch_tokens=PARITY_BATCH_TOKENS,
+                          **({"padding_side": padding_side} if padding_side else {}))
     return [measure(bundle, name, bundle.manifest.artifact(name).parity.bar,
                     sequences=sequences, options=options, kind=kind)
             for name in names]
 
 
-def failure_line(bundle: Bundle, result: ParityResult, doing: str) -> str:
+def failure_line(bundle: Bundle, result: ParityResult, doing: str, kind: str | None = None
+                 ) -> str:
     """e.g. 'gguf-q8_0: llama.cpp crashed (SIGSEGV) on this host while measuring parity'."""
-    engine = ENGINES.get(bundle.manifest.artifact(result.artifact).format, "the runtime")
+    engine = registry.runtime_for(bundle, result.artifact, kind).engine
     return f"{result.artifact}: {engine} {result.failure} on this host while {doing}"
 
 

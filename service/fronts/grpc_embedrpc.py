@@ -1,12 +1,13 @@
 """embedrpc.v1.EmbeddingService over gRPC: converts messages to and from the core's types
-(service/core.py); errors, metrics and streams are wire.py's, shared with every front."""
+(service/core/embedder.py); errors, metrics and streams are grpc_wire.py's, shared with every
+gRPC front."""
 
 from __future__ import annotations
 
-from embedrpc.service import protocol
-from embedrpc.service.core import Embedded, Embedder, EmbedOptions
-from embedrpc.service.encoding import Encoding
-from embedrpc.service.wire import OrderedStreams, add_service, unary
+from embedrpc.service.core.embedder import Embedded, Embedder, EmbedOptions
+from embedrpc.service.core.encoding import Encoding
+from embedrpc.service.fronts import enums
+from embedrpc.service.fronts.grpc_wire import OrderedStreams, add_service, unary
 from embedrpc.v1 import embedding_pb2 as pb
 from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
@@ -15,11 +16,11 @@ SERVICE = pb.DESCRIPTOR.services_by_name["EmbeddingService"]
 
 def embed_options(request) -> EmbedOptions:
     return EmbedOptions(
-        prompt_name=protocol.prompt_name(request.task),
-        truncation=protocol.truncation(request.truncation),
+        prompt_name=enums.prompt_name(request.task),
+        truncation=enums.truncation(request.truncation),
         dimensions=request.dimensions if request.HasField("dimensions") else None,
         normalize=request.normalize if request.HasField("normalize") else None,
-        encoding=protocol.encoding(request.encoding))
+        encoding=enums.encoding(request.encoding))
 
 
 def usage(token_counts: list[int]) -> pb.Usage:
@@ -47,8 +48,8 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
 
     @unary("Tokenize")
     async def Tokenize(self, request, context):
-        options = EmbedOptions(prompt_name=protocol.prompt_name(request.task),
-                               truncation=protocol.truncation(request.truncation))
+        options = EmbedOptions(prompt_name=enums.prompt_name(request.task),
+                               truncation=enums.truncation(request.truncation))
         tokenized = await self.embedder.tokenize(list(request.inputs), options)
         return pb.TokenizeResponse(
             results=[pb.TokenizedInput(ids=ids, tokens=tokens)
@@ -73,7 +74,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
         return pb.EmbedResponse(id=request.id, embeddings=_embeddings(embedded),
                                 dimensions=embedded.dims, usage=usage(embedded.token_counts),
                                 model=self.embedder.manifest.source.public_name,
-                                encoding=protocol.ENCODING_ENUMS[embedded.encoding])
+                                encoding=enums.ENCODING_ENUMS[embedded.encoding])
 
 
 def _embeddings(embedded: Embedded) -> list[pb.Embedding]:

@@ -5,7 +5,10 @@ ids go to the worker over a pipe and its vectors come back (a few kB per text, n
 the forward pass). When the worker dies (SIGSEGV in a kernel, SIGKILL by the OOM killer), the
 batch in flight fails as UNAVAILABLE naming the signal, health turns NOT_SERVING, and a new
 worker is started; repeated crashes back off (1 s, doubling to 60 s) and stay NOT_SERVING,
-with the reason in the log, until a worker starts and serves again.
+with the reason in the log, until a worker starts and serves again. While a worker is down or
+starting, every batch is answered UNAVAILABLE at once ("restarting; retry"), never held. A
+worker that does not say it is ready within START_TIMEOUT_S is killed: a start that hangs is a
+failed start.
 
 Wire format, little-endian. Request: uint32 count, uint32 total tokens, count uint32 lengths,
 total int32 token ids. Reply: uint32 status (0 ok, 1 error) and uint32 size, then `size` bytes:
@@ -29,31 +32,34 @@ from typing import Callable
 
 import numpy as np
 
-from embedrpc.service.batching import BatchPolicy
-from embedrpc.service.isolation import signal_name
-from embedrpc.service.runtimes import (
+from embedrpc.service.runtimes.batching import BatchPolicy
+from embedrpc.service.runtimes.interface import (
     Runtime,
     RuntimeFailure,
     RuntimeHealth,
     RuntimeOptions,
     RuntimeUnavailable,
 )
+from embedrpc.service.runtimes.isolation import signal_name
 
 log = logging.getLogger("embedrpc.worker")
 OK, ERROR = 0, 1
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 1.0, 60.0
 STABLE_AFTER_S = 60.0  # a worker that lived this long resets the backoff
-START_TIMEOUT_S = 600.0
+START_TIMEOUT_S = 600.0  # loading the largest artifact on a slow host takes a minute
 
 
 class WorkerRuntime(Runtime):
-    def __init__(self, bundle_root: Path, artifact: str, kind: str, options: RuntimeOptions):
+    def __init__(self, bundle_root: Path, artifact: str, kind: str, options: RuntimeOptions,
+                 start_timeout: float = START_TIMEOUT_S):
         self._spec = {"bundle": str(bundle_root), "artifact": artifact, "kind": kind,
                       "options": asdict(options)}
-        self._lock = threading.Lock()  # one batch or restart at a time
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()  # one batch at a time, and the worker it runs on
         self._process: subprocess.Popen | None = None
+        self._starting: subprocess.Popen | None = None  # a worker not ready yet
         self._down_reason = ""
-        self._watchers: list[Callable[[bool], None]] = []
+        self._watchers: list[Callable[[], None]] = []
         self._closing = False
         self._backoff = FIRST_BACKOFF_S
         description = self._start()  # a worker that cannot start fails the server's start
@@ -85,11 +91,14 @@ class WorkerRuntime(Runtime):
             return RuntimeHealth(False, f"the inference worker {self._down_reason}")
         return RuntimeHealth(True)
 
-    def watch(self, on_health: Callable[[bool], None]) -> None:
-        self._watchers.append(on_health)
+    def watch(self, on_change: Callable[[], None]) -> None:
+        self._watchers.append(on_change)
 
     def close(self) -> None:
         self._closing = True
+        starting = self._starting
+        if starting is not None:
+            starting.kill()
         with self._lock:
             process, self._process = self._process, None
         if process is not None:
@@ -106,18 +115,32 @@ class WorkerRuntime(Runtime):
 
     # -- the worker's life --------------------------------------------------------------------
     def _start(self) -> dict:
+        """A new worker, installed once it says it is ready; the lock is not held meanwhile, so
+        batches are told "restarting" instead of waiting."""
         process = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(self._spec)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._starting = process
+        deadline = threading.Timer(self._start_timeout, process.kill)
+        deadline.daemon = True
+        deadline.start()
         try:
             status, body = _receive(process.stdout)
         except (EOFError, ValueError):
             process.wait()
-            raise RuntimeFailure(f"the inference worker {_exit_reason(process)} while "
-                                 f"starting") from None
+            reason = f"did not start within {self._start_timeout:.0f} s" \
+                if not deadline.is_alive() else f"{_exit_reason(process)} while starting"
+            raise RuntimeFailure(f"the inference worker {reason}") from None
+        finally:
+            deadline.cancel()
+            self._starting = None
         if status == ERROR:
             process.wait()
             raise RuntimeFailure(body.decode("utf-8", "replace"))
-        self._process, self._started = process, time.monotonic()
+        with self._lock:
+            if self._closing:
+                process.kill()
+                raise RuntimeFailure("the runtime was closed while its worker started")
+            self._process, self._started = process, time.monotonic()
         threading.Thread(target=self._watch_exit, args=(process,), daemon=True,
                          name="embedrpc-worker-watch").start()
         log.info("inference worker %d serving %s", process.pid, self._spec["artifact"])
@@ -140,7 +163,7 @@ class WorkerRuntime(Runtime):
             self._backoff = FIRST_BACKOFF_S
         log.error("inference worker %d %s; restarting in %.0f s", process.pid, reason,
                   self._backoff)
-        self._notify(False)
+        self._notify()
         threading.Thread(target=self._restart, args=(self._backoff,), daemon=True,
                          name="embedrpc-worker-restart").start()
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
@@ -150,21 +173,22 @@ class WorkerRuntime(Runtime):
         time.sleep(delay)
         if self._closing:
             return
-        with self._lock:
-            try:
-                self._start()
-            except RuntimeFailure as exc:
-                self._down_reason = str(exc)
-                log.error("%s; trying again in %.0f s", exc, self._backoff)
-                threading.Thread(target=self._restart, args=(self._backoff,), daemon=True,
-                                 name="embedrpc-worker-restart").start()
-                self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+        try:
+            self._start()
+        except RuntimeFailure as exc:
+            if self._closing:
                 return
-        self._notify(True)
+            self._down_reason = str(exc)
+            log.error("%s; trying again in %.0f s", exc, self._backoff)
+            threading.Thread(target=self._restart, args=(self._backoff,), daemon=True,
+                             name="embedrpc-worker-restart").start()
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+            return
+        self._notify()
 
-    def _notify(self, serving: bool) -> None:
+    def _notify(self) -> None:
         for watcher in self._watchers:
-            watcher(serving)
+            watcher()
 
 
 def _exit_reason(process: subprocess.Popen) -> str:
@@ -204,14 +228,15 @@ def _reply(stream, status: int, body: bytes) -> None:
 # -- the worker process ----------------------------------------------------------------------
 def _serve(spec: dict) -> int:
     """Open the runtime, say so, then answer batches until the parent closes the pipe."""
-    from embedrpc.service.bundle import Bundle
+    from embedrpc.service.bundle.bundle import Bundle
+    from embedrpc.service.runtimes.registry import open_runtime
 
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the replies
     requests = sys.stdin.buffer
     try:
-        runtime = Bundle(Path(spec["bundle"])).open_runtime(
-            spec["artifact"], RuntimeOptions(**spec["options"]), spec["kind"])
+        runtime = open_runtime(Bundle(Path(spec["bundle"])), spec["artifact"],
+                               RuntimeOptions(**spec["options"]), spec["kind"])
     except Exception as exc:  # the parent reports it as the reason the worker cannot start
         _reply(replies, ERROR, f"cannot open {spec['artifact']}: {exc}".encode())
         return 1

@@ -3,9 +3,9 @@ the gRPC servicer and the `embedrpc embed` client."""
 
 from __future__ import annotations
 
-from embedrpc.service.encoding import Encoding
+from embedrpc.service.bundle.tokenizer import Truncation
+from embedrpc.service.core.encoding import Encoding
 from embedrpc.service.errors import invalid
-from embedrpc.service.tokenization import Truncation
 from embedrpc.v1 import embedding_pb2 as pb
 
 TASKS = {pb.TASK_QUERY: "query", pb.TASK_DOCUMENT: "document"}  # prompt names

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from embedrpc.service import __version__
 
-LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "llama_cpp_python", "tokenizers", "numpy")
 _SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
                 "amx_int8", "amx_bf16", "asimd", "sve")
 
@@ -64,9 +63,10 @@ def cpu() -> Cpu:
                family_model)
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(libraries: tuple[str, ...]) -> dict[str, str]:
+    """embedrpc's, Python's and each installed library's version."""
     versions = {"embedrpc": __version__, "python": platform.python_version()}
-    for name in LIBRARIES:
+    for name in libraries:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -74,12 +74,13 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def fingerprint() -> dict:
-    """What a verdict about native code on this host depends on (no secrets, no paths)."""
+def fingerprint(libraries: tuple[str, ...]) -> dict:
+    """What a verdict about native code on this host depends on (no secrets, no paths):
+    the CPU, its flags, the GPUs, and the versions of `libraries` (the runtimes' own)."""
     host = cpu()
     return {"cpu": host.model, "family_model": host.family_model, "machine": platform.machine(),
             "cpu_flags_sha256": hashlib.sha256(" ".join(sorted(host.flags)).encode()).hexdigest(),
-            "libraries": library_versions(), "gpu": _gpu_models()}
+            "libraries": library_versions(libraries), "gpu": _gpu_models()}
 
 
 def _gpu_models() -> list[str]:

@@ -19,7 +19,7 @@ import os
 import threading
 from pathlib import Path
 
-from embedrpc.service.layout import sha256_file
+from embedrpc.service.bundle.layout import sha256_file
 
 log = logging.getLogger("embedrpc.filehashes")
 FILE_NAME = "hashes.json"

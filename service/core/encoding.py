@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedrpc.service.bundle.manifest import OutputCalibration, ValueRange
 from embedrpc.service.errors import ErrorKind, RequestError
 
 
@@ -50,9 +51,11 @@ class Calibration:
         self.ranges, self.full_size = ranges, full_size
 
     @classmethod
-    def from_manifest(cls, data: dict, full_size: int) -> "Calibration":
-        ranges = {int(d): Range(np.asarray(r["min"], np.float32), np.asarray(r["max"], np.float32))
-                  for d, r in data.get("ranges", {}).items()}
+    def from_manifest(cls, block: "OutputCalibration | None", full_size: int) -> "Calibration":
+        """From the manifest's calibration block (None: a bundle without one)."""
+        ranges = {} if block is None else {
+            int(dims): Range(np.asarray(r.min, np.float32), np.asarray(r.max, np.float32))
+            for dims, r in block.ranges.items()}
         return cls(ranges, full_size)
 
     def range_for(self, dims: int, normalize: bool) -> Range:
@@ -68,13 +71,13 @@ class Calibration:
         return found
 
 
-def compute_ranges(vectors: np.ndarray, dims_list: list[int]) -> dict[str, dict[str, list]]:
+def compute_ranges(vectors: np.ndarray, dims_list: list[int]) -> dict[str, ValueRange]:
     """Manifest form of the ranges of `vectors` (unit rows) for each Matryoshka size."""
     out = {}
     for dims in dims_list:
         truncated = matryoshka(vectors, dims, normalize=True)
-        out[str(dims)] = {"min": _float32_list(truncated.min(axis=0)),
-                          "max": _float32_list(truncated.max(axis=0))}
+        out[str(dims)] = ValueRange(_float32_list(truncated.min(axis=0)),
+                                    _float32_list(truncated.max(axis=0)))
     return out
 
 

@@ -103,6 +103,12 @@ class BundleTokenizer:
     def token_id(self, token: str) -> int | None:
         return self._tokenizer.token_to_id(token)
 
+    def token_of(self, token_id: int) -> str | None:
+        """The token of an id, None when the id is outside the vocabulary."""
+        if not 0 <= token_id < self._tokenizer.get_vocab_size(with_added_tokens=True):
+            return None
+        return self._tokenizer.id_to_token(token_id)
+
     def describe(self, text: str, add_special: bool = True) -> list[TokenDetail]:
         """Each token of `text`: id, the text it covers (its own string for special tokens),
         whether it is special, and its character span in `text` (None for special tokens)."""

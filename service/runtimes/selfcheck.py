@@ -21,15 +21,18 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from embedrpc.service import hostinfo, layout
-from embedrpc.service.bundle import Bundle
-from embedrpc.service.manifest import BundleError
-from embedrpc.service.runtimes import RuntimeOptions
-from embedrpc.service.selection import Candidate, Verdict
-from embedrpc.service.validate import failure_line, measure
+from embedrpc.service.bundle import layout
+from embedrpc.service.bundle.bundle import Bundle
+from embedrpc.service.bundle.manifest import BundleError
+from embedrpc.service.runtimes import hostinfo, registry
+from embedrpc.service.runtimes.interface import RuntimeOptions
+from embedrpc.service.runtimes.measure import failure_line, measure
+from embedrpc.service.runtimes.selection import Candidate, Verdict
 
 log = logging.getLogger("embedrpc.selfcheck")
-CACHE_VERSION = 1
+# 2: every runtime's libraries (OpenVINO's too) in the host fingerprint, and the manifest's
+# own bytes in the key (a verdict about one manifest never answers for an edited copy)
+CACHE_VERSION = 2
 
 
 class VerdictCache:
@@ -102,7 +105,8 @@ class SelfCheck:
         result = measure(self.bundle, artifact.name, bar, options=self.options,
                          kind=candidate.runtime, timeout=self.timeout)
         if result.failure:
-            log.warning("%s", failure_line(self.bundle, result, "self-checking"))
+            log.warning("%s", failure_line(self.bundle, result, "self-checking",
+                                           candidate.runtime))
             return Verdict(candidate, False, result.failure)
         min_cosine = result.parity.min_cosine
         if not result.passed:
@@ -112,10 +116,11 @@ class SelfCheck:
 
     def _context(self, candidate: Candidate) -> dict:
         manifest = self.bundle.manifest
-        return {"version": CACHE_VERSION, "host": hostinfo.fingerprint(),
+        return {"version": CACHE_VERSION, "host": hostinfo.fingerprint(registry.libraries()),
                 "runtime": candidate.runtime, "artifact": candidate.artifact,
                 "artifact_sha256": [f.sha256 for f in manifest.artifact(candidate.artifact).files],
                 "parity_sha256": [self.bundle.hashes.sha256(self.bundle.root / name)
                                   for name in (layout.PROBES, layout.ORACLE)],
                 "tokenizer_sha256": [f.sha256 for f in manifest.tokenizer.files],
+                "manifest_sha256": self.bundle.hashes.sha256(self.bundle.root / layout.MANIFEST),
                 "options": asdict(self.options)}

@@ -18,10 +18,11 @@ from pathlib import Path
 import grpc
 
 from embedrpc.service.errors import EmbedrpcError
+from embedrpc.service.fronts.grpc_wire import OPEN_METHODS_PREFIX, refusal
 
 log = logging.getLogger("embedrpc.security")
-OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"  # probes need no key
 KEY_RECHECK_S = 1.0
+KEY_REQUIRED = "a valid API key is required: send the metadata 'authorization: Bearer <key>'"
 
 
 class SecurityError(EmbedrpcError):
@@ -147,25 +148,4 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         if self.keys.accepts(metadata.get("authorization")):
             return handler
-        return _refusal(handler)
-
-
-def _refusal(handler):
-    """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
-    message = "a valid API key is required: send the metadata 'authorization: Bearer <key>'"
-
-    async def deny(_request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    async def deny_streaming(_request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # an async generator, as a streaming handler must be
-
-    make, behaviour = (
-        (grpc.stream_stream_rpc_method_handler, deny_streaming)
-        if handler.request_streaming and handler.response_streaming else
-        (grpc.unary_stream_rpc_method_handler, deny_streaming) if handler.response_streaming
-        else (grpc.stream_unary_rpc_method_handler, deny) if handler.request_streaming
-        else (grpc.unary_unary_rpc_method_handler, deny))
-    return make(behaviour, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+        return refusal(handler, grpc.StatusCode.UNAUTHENTICATED, KEY_REQUIRED)

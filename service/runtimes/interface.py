@@ -1,15 +1,23 @@
-"""What every inference runtime is: its options, its batch policy, its interface."""
+"""What every inference runtime is: its declaration, its options, its batch policy, its
+interface. Each runtime module declares itself with a `RuntimeSpec` (service/runtimes/
+registry.py lists them, one line each); nothing else in embedrpc names a runtime."""
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Callable
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from embedrpc.service.batching import BatchPolicy, plan_batches
+from embedrpc.service.bundle.formats import ArtifactFormat, Family
 from embedrpc.service.errors import EmbedrpcError
+from embedrpc.service.runtimes.batching import BatchPolicy, plan_batches
+
+if TYPE_CHECKING:
+    from embedrpc.service.bundle.bundle import Bundle
+    from embedrpc.service.bundle.manifest import Artifact
 
 
 class RuntimeFailure(EmbedrpcError):
@@ -27,10 +35,13 @@ class RuntimeOptions:
     threads: int = 0  # 0: every core
     max_batch_tokens: int = 4096  # the token budget of one forward pass
     max_input_tokens: int = 0  # the longest single input it must take (0: the batch budget)
-    kv_type: str = "f32"  # llama.cpp's KV cache type
-    batch_invariant: bool = False  # llama.cpp: one sequence per decode
     padding_side: str = "right"  # where padded runtimes put padding
     compiled_cache: str = ""  # where a runtime may keep what it compiles (OpenVINO); "" none
+    # A runtime's own settings by name (its RuntimeSpec.settings); unset ones take their default.
+    settings: dict = field(default_factory=dict)
+
+    def setting(self, declared: "Setting"):
+        return self.settings.get(declared.name, declared.default)
 
     @property
     def context_tokens(self) -> int:
@@ -39,6 +50,11 @@ class RuntimeOptions:
 
 
 DEFAULT_OPTIONS = RuntimeOptions()
+
+
+def options_for(bundle: "Bundle", **values) -> RuntimeOptions:
+    """Runtime options for a bundle: padding on the side its manifest names."""
+    return RuntimeOptions(**{"padding_side": bundle.manifest.tokenizer.padding_side, **values})
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,7 @@ class RuntimeHealth:
 class Runtime(abc.ABC):
     """Turns token-id sequences into L2-normalised last-token embeddings."""
 
-    name: str  # "onnx-cpu", "onnx-cuda", "llamacpp"
+    name: str  # its RuntimeSpec's name
     precision: str  # the artifact's precision
     artifact: str  # the manifest artifact name in use
     policy: BatchPolicy  # which sequences may share one `embed_batch`
@@ -83,14 +99,42 @@ class Runtime(abc.ABC):
         """Release the runtime's resources."""
 
 
-@dataclass(frozen=True)
-class RuntimeKind:
-    """A way of running artifacts: what it runs, whether this host can, and how to open it."""
+class Tier(enum.IntEnum):
+    """Which runtimes auto-selection compares: a lower tier that passes its self-check wins;
+    within a tier, the fastest that passed."""
 
-    name: str
-    artifacts: tuple[str, ...]  # the artifacts it runs, best first
-    available: Callable[[], tuple[bool, str]]  # (usable here, why or why not)
-    open: Callable[..., Runtime]  # open(path, artifact, manifest, options) -> Runtime
+    GPU = 0
+    CPU = 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A runtime's own serving option: an `embedrpc serve` flag (and EMBEDRPC_* variable) and
+    an entry of RuntimeOptions.settings."""
+
+    name: str  # e.g. "kv_type": the flag --kv-type
+    default: str | bool
+    help: str
+    choices: tuple[str, ...] | None = None  # for a str setting
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Everything the rest of embedrpc knows about a runtime, declared in its own module."""
+
+    name: str  # what --runtime takes and GetInfo reports
+    tier: Tier
+    engine: str  # the library, as messages name it ("llama.cpp crashed (SIGSEGV) ...")
+    artifacts: tuple[ArtifactFormat, ...]  # the bundle formats it serves, best first
+    libraries: tuple[str, ...]  # distributions whose versions key the self-check's verdicts
+    available: Callable[[], tuple[bool, str]]  # (usable on this host, why or why not)
+    open: Callable[["Bundle", "Artifact", "RuntimeOptions"], "Runtime"]
+    runs_by_default: tuple[Family, ...] = ()  # families it runs when no runtime is named
+    settings: tuple[Setting, ...] = ()
+    device: str = "CPU"  # what it runs on, as reasons name it ("no usable CUDA (...)")
+
+    def serves(self, artifact_name: str) -> bool:
+        return any(spec.name == artifact_name for spec in self.artifacts)
 
 
 # A CPU computes every padded token: padded CPU batches hold padding within this many padded

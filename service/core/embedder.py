@@ -5,7 +5,7 @@
         --Matryoshka--> dims, re-normalised --encoding--> float32 / int8 / uint8 / binary
 
 Every failure is a `RequestError` whose `ErrorKind` each front maps to its status codes in one
-table (service/servicer.py for gRPC). Limits are checked here, before any work is queued.
+table (service/fronts/status.py). Limits are checked here, before any work is queued.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from embedrpc.service import __version__
-from embedrpc.service.encoding import Calibration, Encoding, Range, matryoshka, quantize
+from embedrpc.service.bundle.manifest import Manifest
+from embedrpc.service.bundle.tokenizer import BundleTokenizer, TokenDetail, Truncation
+from embedrpc.service.core.encoding import Calibration, Encoding, Range, matryoshka, quantize
+from embedrpc.service.core.scheduler import Scheduler
 from embedrpc.service.errors import ErrorKind, RequestError, invalid
-from embedrpc.service.manifest import Manifest
-from embedrpc.service.scheduler import Scheduler
-from embedrpc.service.selection import Choice
-from embedrpc.service.tokenization import BundleTokenizer, TokenDetail, Truncation
+from embedrpc.service.runtimes.selection import Choice
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""gRPC plumbing every front shares (service/servicer.py for embedrpc.v1, service/tei_front.py
-for tei.v1): the one table from core error kinds to status codes, per-RPC metrics, requests
-parsed without ever raising, and ordered streams with backpressure and a clean shutdown.
+"""gRPC plumbing every gRPC front shares (service/fronts/grpc_embedrpc.py for embedrpc.v1,
+service/fronts/grpc_tei.py for tei.v1): per-RPC metrics and status codes (from the table in
+service/fronts/status.py), requests parsed without ever raising, and ordered streams with
+backpressure and a clean shutdown.
 
 The generated `add_*Servicer_to_server` functions deserialize with `FromString`, whose
 DecodeError (bad bytes, invalid UTF-8 in a string) gRPC reports as an unexpected exception;
@@ -21,15 +22,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from embedrpc.service.errors import ErrorKind, RequestError, invalid
+from embedrpc.service.fronts.status import GRPC_STATUS as STATUS
+from embedrpc.service.fronts.status import UNEXPECTED
 
 log = logging.getLogger("embedrpc")
-STATUS = {ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-          ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-          ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-          ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-          ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL}
-UNEXPECTED = RequestError(ErrorKind.INTERNAL, "internal error; the server's log has the details")
 STREAM_WINDOW = 32  # requests of one stream in flight at once (the rest wait: backpressure)
+OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"  # probes need no key and are never refused
 
 
 @dataclass(frozen=True)
@@ -190,3 +188,56 @@ def _failed(error: RequestError) -> asyncio.Future:
     future = asyncio.get_running_loop().create_future()
     future.set_exception(error)
     return future
+
+
+def refusal(handler, code: grpc.StatusCode, message: str):
+    """A handler of the same shape as `handler` that answers `code` with `message`."""
+
+    async def deny(_request, context):
+        await context.abort(code, message)
+
+    async def deny_streaming(_request, context):
+        await context.abort(code, message)
+        yield  # an async generator, as a streaming handler must be
+
+    make, behaviour = (
+        (grpc.stream_stream_rpc_method_handler, deny_streaming)
+        if handler.request_streaming and handler.response_streaming else
+        (grpc.unary_stream_rpc_method_handler, deny_streaming) if handler.response_streaming
+        else (grpc.stream_unary_rpc_method_handler, deny) if handler.request_streaming
+        else (grpc.unary_unary_rpc_method_handler, deny))
+    return make(behaviour, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+
+class Drain(grpc.aio.ServerInterceptor):
+    """The start of a graceful stop. Once `draining`, every new RPC but health checks is
+    answered UNAVAILABLE at once, which a client's retry policy sends elsewhere; `quiet` waits
+    until calls have stopped arriving. Only then may the server stop: gRPC answers a call that
+    arrived but was not yet handed to a handler when its server stops CANCELLED
+    (grpc/grpc#41785), which no retry policy retries."""
+
+    REFUSED = "not served: the server is shutting down; send it again elsewhere"
+
+    def __init__(self):
+        self.draining = False
+        self.last_arrival = 0.0
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
+            return handler
+        self.last_arrival = time.monotonic()
+        if not self.draining:
+            return handler
+        return refusal(handler, grpc.StatusCode.UNAVAILABLE, self.REFUSED)
+
+    async def quiet(self, period: float, most: float) -> None:
+        """Wait until no call has arrived for `period` seconds, at most `most` seconds."""
+        deadline = time.monotonic() + most
+        while True:
+            now = time.monotonic()
+            wait = min(self.last_arrival + period, deadline) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)

@@ -1,14 +1,17 @@
 """Which runtime and artifact serve a bundle on this host: the one place this rule lives.
 
 The rule names candidates; each is then proved on this host by a self-check in a child process
-(service/selfcheck.py: it loads, embeds the bundle's parity probes, meets the artifact's bar,
-and is timed), and the choice is made from those verdicts, never from assumptions about a CPU:
+(service/runtimes/selfcheck.py: it loads, embeds the bundle's parity probes, meets the
+artifact's bar, and is timed), and the choice is made from those verdicts, never from
+assumptions about a CPU:
 
-`auto`: a visible CUDA device with onnxruntime's CUDA provider -> `onnx-cuda` (fp16, else fp32)
-if it passes; otherwise the CPU families, onnxruntime (int8, else fp32, fp16), OpenVINO (int8,
-else bf16) and llama.cpp (Q8_0, else F16, BF16, Q4_K_M): in each family the first artifact that
-passes, and of those the one the self-check measured fastest on this host. `--runtime` narrows
-to one family, `--artifact` to one candidate, which must pass.
+`auto`: the runtimes of the first tier (service/runtimes/interface.py: GPU, then CPU) where
+one passes: in each runtime's family the first artifact that passes (each runtime declares its
+artifacts best first), and of those the one the self-check measured fastest on this host. With
+today's runtimes: a visible CUDA device with onnxruntime's CUDA provider -> onnx-cuda (fp16,
+else fp32); otherwise onnxruntime (int8, else fp32, fp16), OpenVINO (int8, else bf16) and
+llama.cpp (Q8_0, else F16, BF16, Q4_K_M). `--runtime` narrows to one family, `--artifact` to
+one candidate, which must pass.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from embedrpc.service.bundle.manifest import Manifest
 from embedrpc.service.errors import EmbedrpcError
-from embedrpc.service.manifest import Manifest
-from embedrpc.service.runtimes import KINDS
+from embedrpc.service.runtimes import registry
+from embedrpc.service.runtimes.interface import Tier
 
-RUNTIMES = ("auto", *KINDS)
-CPU_KINDS = ("onnx-cpu", "openvino-cpu", "llamacpp")  # compared by the self-check's timing
-GPU_KINDS = ("onnx-cuda",)  # preferred to any CPU kind that passes
+AUTO = "auto"
+
+
+def runtime_choices() -> tuple[str, ...]:
+    """What --runtime takes: auto, or one runtime by name."""
+    return (AUTO, *registry.kinds())
 
 
 class SelectionError(EmbedrpcError):
@@ -85,7 +92,7 @@ class Host:
 
     @classmethod
     def probe(cls) -> "Host":
-        return cls({name: kind.available() for name, kind in KINDS.items()})
+        return cls({name: kind.available() for name, kind in registry.kinds().items()})
 
     def can(self, kind: str) -> bool:
         return self.kinds.get(kind, (False, ""))[0]
@@ -94,43 +101,51 @@ class Host:
         return self.kinds.get(kind, (False, f"no runtime {kind}"))[1]
 
 
-def plan(manifest: Manifest, runtime: str = "auto", artifact: str | None = None,
+def plan(manifest: Manifest, runtime: str = AUTO, artifact: str | None = None,
          host: Host | None = None) -> Plan:
     """The candidates to self-check for this bundle, host and request."""
-    if runtime not in RUNTIMES:
-        raise SelectionError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    kinds = registry.kinds()
+    if runtime != AUTO and runtime not in kinds:
+        raise SelectionError(f"unknown runtime {runtime!r}; choose from "
+                             f"{', '.join(runtime_choices())}")
     host = host or Host.probe()
     present = [a.name for a in manifest.artifacts]
     if artifact is not None:
         if artifact not in present:
             raise SelectionError(f"the bundle has no artifact {artifact!r}; it has "
                                  f"{', '.join(present)}")
-        kinds = [name for name, kind in KINDS.items() if artifact in kind.artifacts
-                 and (runtime == "auto" or name == runtime)]
-        if not kinds:
+        serving = [name for name, kind in kinds.items() if kind.serves(artifact)
+                   and (runtime == AUTO or name == runtime)]
+        if not serving:
             raise SelectionError(f"runtime {runtime} cannot run artifact {artifact}")
-        usable = [name for name in kinds if host.can(name)]
-        kind = (usable or kinds)[0]
+        usable = [name for name in serving if host.can(name)]
+        kind = (usable or serving)[0]
         _check_available(kind, host)
         return Plan((((Candidate(kind, artifact),),),), f"artifact {artifact} was requested",
                     requested=True)
-    if runtime != "auto":
+    if runtime != AUTO:
         _check_available(runtime, host)
         family = _family(runtime, present)
         if not family:
             raise SelectionError(f"the bundle has no artifact for runtime {runtime} (it needs "
-                                 f"one of {', '.join(KINDS[runtime].artifacts)})")
+                                 f"one of {', '.join(map(str, kinds[runtime].artifacts))})")
         return Plan(((family,),), f"runtime {runtime} was requested", requested=True)
     tiers = [tier for tier in (
-        tuple(_family(k, present) for k in GPU_KINDS if host.can(k) and _family(k, present)),
-        tuple(_family(k, present) for k in CPU_KINDS if host.can(k) and _family(k, present)))
-        if tier]
-    gpu = GPU_KINDS[0]
-    reason = host.why(gpu) if host.can(gpu) else f"no usable CUDA ({host.why(gpu)})"
-    reason += "".join(f"; {host.why(k)}" for k in CPU_KINDS if not host.can(k))
+        tuple(_family(name, present) for name, kind in kinds.items()
+              if kind.tier is level and host.can(name) and _family(name, present))
+        for level in sorted(Tier)) if tier]
+    reason = "; ".join(_why(kind, host) for kind in kinds.values()
+                       if kind.tier is Tier.GPU or not host.can(kind.name))
     if not tiers:
         raise SelectionError(f"the bundle has no artifact any runtime here can serve ({reason})")
     return Plan(tuple(tiers), reason)
+
+
+def _why(kind, host: Host) -> str:
+    """A GPU runtime says why it is or is not usable; an unusable CPU runtime says why not."""
+    if kind.tier is Tier.GPU and not host.can(kind.name):
+        return f"no usable {kind.device} ({host.why(kind.name)})"
+    return host.why(kind.name)
 
 
 def choose(chosen_plan: Plan, check: Callable[[Candidate], Verdict]) -> Choice:
@@ -163,5 +178,5 @@ def _check_available(runtime: str, host: Host) -> None:
 
 
 def _family(runtime: str, present: list[str]) -> Family:
-    return tuple(Candidate(runtime, name) for name in KINDS[runtime].artifacts
-                 if name in present)
+    return tuple(Candidate(runtime, spec.name) for spec in registry.spec(runtime).artifacts
+                 if spec.name in present)

@@ -2,7 +2,9 @@
 
 A bundle is a directory holding `manifest.json`, the tokenizer files and the model artifacts.
 Everything the server needs to know (dims, prompts, pooling, max length, checksums) is read
-from here and nowhere else.
+from here and nowhere else, and every field is checked when a bundle is opened: a manifest that
+promises what this server cannot honour is refused in one line, never served as if it said
+something else.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from embedrpc.service import layout, schema
+from embedrpc.service.bundle import formats, layout, schema
+from embedrpc.service.bundle.layout import sha256_file
 from embedrpc.service.errors import EmbedrpcError
-from embedrpc.service.layout import sha256_file
 
-SCHEMA_VERSION = 1
+# 2: `created_by` dropped (schema_version says what a reader needs); the calibration and
+# parity-probe blocks typed; `lossy` and the parity bars checked against the formats; the EOS
+# facts checked against the tokenizer's post-processor (service/bundle/bundle.py).
+SCHEMA_VERSION = 2
 MANIFEST_NAME = layout.MANIFEST
-# What every runtime computes: the last token's hidden state, L2-normalised. A manifest that
-# asks for anything else is refused, never served as if it said this.
-SERVED_POOLING, SERVED_NORMALIZE = "last", True
+# What every runtime computes: the last token's hidden state of a Qwen3 backbone,
+# L2-normalised. A manifest that asks for anything else is refused, never served as if it said
+# this.
+SERVED_ARCHITECTURE, SERVED_POOLING, SERVED_NORMALIZE = "qwen3", "last", True
 PADDING_SIDES = ("left", "right")
+PARITY_FILES = [layout.PROBES, layout.ORACLE]
 
 
 class BundleError(EmbedrpcError):
@@ -96,6 +103,34 @@ class Source:
 
 
 @dataclass
+class ParityProbe:
+    """How the stored parity probes (parity/probes.json) and the oracle's vectors for them
+    (parity/oracle.npy) were made."""
+
+    oracle: str  # e.g. "sentence-transformers 5.1.0"
+    probes: int  # probe texts, and oracle rows
+    max_tokens: int  # probes are cut (on the right, keeping EOS) at this many tokens
+    files: list[str] = field(default_factory=lambda: list(PARITY_FILES))
+
+
+@dataclass
+class ValueRange:
+    min: list[float]
+    max: list[float]
+
+
+@dataclass
+class OutputCalibration:
+    """Per-dimension value ranges of a fixed corpus's embeddings, for the int8/uint8 output
+    encodings (so a text's bytes never depend on its batch-mates)."""
+
+    corpus: str  # the corpus's name and version (export/calibration.py)
+    texts: int
+    prompts: list[str]  # embedded under each of these prompts
+    ranges: dict[str, ValueRange]  # by Matryoshka size, of vectors re-normalised at that size
+
+
+@dataclass
 class Manifest:
     source: Source
     architecture: str
@@ -108,10 +143,8 @@ class Manifest:
     artifacts: list[Artifact] = field(default_factory=list)
     pooling: str = "last"
     normalize: bool = True
-    parity_probe: dict = field(default_factory=dict)  # how parity was measured
-    # int8/uint8 output ranges: {"corpus", "texts", "ranges": {dims: {"min": [...], "max": [...]}}}
-    calibration: dict = field(default_factory=dict)
-    created_by: str = ""
+    parity_probe: ParityProbe | None = None  # set once the oracle's vectors are stored
+    calibration: OutputCalibration | None = None  # int8/uint8 output ranges (None: not offered)
     schema_version: int = SCHEMA_VERSION
 
     def artifact(self, name: str) -> Artifact:
@@ -123,6 +156,10 @@ class Manifest:
 
     def check_servable(self) -> None:
         """Refuse, in one line, what the manifest promises but no runtime does."""
+        if self.architecture != SERVED_ARCHITECTURE:
+            raise BundleError(f"the manifest's architecture {self.architecture!r} is not "
+                              f"{SERVED_ARCHITECTURE!r}; embedrpc serves Qwen3 last-token "
+                              f"embedders only")
         if self.pooling != SERVED_POOLING or self.normalize is not SERVED_NORMALIZE:
             raise BundleError(f"the manifest asks for pooling {self.pooling!r} with normalize "
                               f"{self.normalize!r}; embedrpc serves last-token pooling, "
@@ -145,6 +182,11 @@ class Manifest:
             raise BundleError(f"malformed manifest: the document must be an object, not "
                               f"{type(data).__name__}")
         version = data.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool) \
+                and 1 <= version < SCHEMA_VERSION:
+            raise BundleError(f"manifest schema_version {version} was written by an older "
+                              f"embedrpc export (this embedrpc reads {SCHEMA_VERSION}); export "
+                              f"the bundle again with `embedrpc export`")
         if version != SCHEMA_VERSION:
             raise BundleError(f"manifest schema_version {version!r} is not supported "
                               f"(this embedrpc reads {SCHEMA_VERSION})")
@@ -174,7 +216,8 @@ class Manifest:
             problems.append("tokenizer.pad_token_id is negative")
         if layout.TOKENIZER not in [f.path for f in self.tokenizer.files]:
             problems.append(f"tokenizer.files does not list {layout.TOKENIZER}")
-        problems += self._artifact_problems() + self._calibration_problems()
+        problems += self._artifact_problems() + self._parity_probe_problems() \
+            + self._calibration_problems()
         for entry in [*self.tokenizer.files, *(f for a in self.artifacts for f in a.files)]:
             if not layout.is_bundle_path(entry.path):
                 problems.append(f"file {entry.path!r} is not a plain path inside the bundle")
@@ -188,32 +231,61 @@ class Manifest:
     def _artifact_problems(self) -> list[str]:
         problems = []
         for artifact in self.artifacts:
-            expected = layout.artifact_file(artifact.format, artifact.precision)
-            if artifact.format not in layout.FORMATS or \
-                    artifact.name != f"{artifact.format}-{artifact.precision}":
+            spec = formats.FORMATS.get(artifact.name)
+            if spec is None or (artifact.format, artifact.precision) != (spec.family.name,
+                                                                         spec.precision):
                 problems.append(f"artifact {artifact.name!r} is not <format>-<precision> of a "
-                                f"known format ({', '.join(layout.FORMATS)})")
-            elif artifact.path != expected:
-                problems.append(f"artifact {artifact.name} must be at {expected}, not "
+                                f"known format ({', '.join(formats.FORMATS)})")
+            elif artifact.path != spec.path:
+                problems.append(f"artifact {artifact.name} must be at {spec.path}, not "
                                 f"{artifact.path!r}")
             elif artifact.path not in [f.path for f in artifact.files]:
                 problems.append(f"artifact {artifact.name}'s file {artifact.path} is not among "
                                 f"its checksummed files")
+            elif artifact.lossy != spec.lossy:
+                problems.append(f"artifact {artifact.name} says lossy {artifact.lossy}, but its "
+                                f"format is {'' if spec.lossy else 'not '}lossy")
+            elif artifact.parity is not None and artifact.parity.bar < spec.bar:
+                problems.append(f"artifact {artifact.name} was held to a bar of "
+                                f"{artifact.parity.bar}, under its format's {spec.bar}")
+            elif artifact.parity is not None and not artifact.parity.passed:
+                problems.append(f"artifact {artifact.name} missed its parity bar at export "
+                                f"(min cosine {artifact.parity.min_cosine})")
         if len({a.name for a in self.artifacts}) != len(self.artifacts):
             problems.append("an artifact is listed twice")
+        if self.artifacts and self.parity_probe is None:
+            problems.append("artifacts are listed without the parity_probe they were measured on")
+        return problems
+
+    def _parity_probe_problems(self) -> list[str]:
+        probe = self.parity_probe
+        if probe is None:
+            return []
+        problems = []
+        if probe.files != PARITY_FILES:
+            problems.append(f"parity_probe.files {probe.files} must be {PARITY_FILES}")
+        if probe.probes < 1:
+            problems.append(f"parity_probe.probes {probe.probes} is not positive")
+        if not 1 <= probe.max_tokens <= self.max_input_tokens:
+            problems.append(f"parity_probe.max_tokens {probe.max_tokens} is not within 1.."
+                            f"{self.max_input_tokens}")
         return problems
 
     def _calibration_problems(self) -> list[str]:
-        ranges = self.calibration.get("ranges", {})
-        if not isinstance(ranges, dict):
-            return ["calibration.ranges must be an object"]
+        calibration = self.calibration
+        if calibration is None:
+            return []
         problems = []
-        for dims, bounds in ranges.items():
-            size = int(dims) if str(dims).isdigit() else None
-            if size not in self.matryoshka_dims or not isinstance(bounds, dict) or any(
-                    not isinstance(bounds.get(k), list) or len(bounds[k]) != size
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v)
-                               for v in bounds[k]) for k in ("min", "max")):
+        if calibration.texts < 1:
+            problems.append(f"calibration.texts {calibration.texts} is not positive")
+        if not calibration.prompts or not set(calibration.prompts) <= set(self.prompts):
+            problems.append(f"calibration.prompts {calibration.prompts} are not among the "
+                            f"prompts {sorted(self.prompts)}")
+        for dims, bounds in calibration.ranges.items():
+            size = int(dims) if dims.isdigit() else None
+            if size not in self.matryoshka_dims or any(
+                    len(values) != size or not all(math.isfinite(v) for v in values)
+                    for values in (bounds.min, bounds.max)):
                 problems.append(f"calibration.ranges[{dims!r}] is not min/max lists of "
                                 f"{dims} finite numbers for a Matryoshka size")
         return problems

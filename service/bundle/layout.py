@@ -1,10 +1,8 @@
 """Where everything lives inside a bundle directory: the one module that knows the layout.
 
-    manifest.json            the contract (service/manifest.py)
+    manifest.json            the contract (service/bundle/manifest.py)
     tokenizer.json           the checkpoint's tokenizer (plus tokenizer_config.json etc.)
-    onnx/<precision>/model.onnx   (+ model.onnx.data)
-    gguf/model-<precision>.gguf
-    openvino/<precision>/model.xml  (+ model.bin)
+    <artifacts>              where service/bundle/formats.py places each format
     parity/probes.json       probe texts and prompt names
     parity/oracle.npy        sentence-transformers vectors for the probes
     parity/report.txt        the parity table
@@ -20,20 +18,6 @@ TOKENIZER = "tokenizer.json"
 PROBES = "parity/probes.json"
 ORACLE = "parity/oracle.npy"
 REPORT = "parity/report.txt"
-FORMATS = ("onnx", "gguf", "openvino")
-
-
-def artifact_dir(format: str, precision: str) -> str:
-    return "gguf" if format == "gguf" else f"{format}/{precision}"
-
-
-def artifact_file(format: str, precision: str) -> str:
-    """The file a runtime opens, relative to the bundle root."""
-    if format == "onnx":
-        return f"{artifact_dir(format, precision)}/model.onnx"
-    if format == "openvino":
-        return f"{artifact_dir(format, precision)}/model.xml"
-    return f"{artifact_dir(format, precision)}/model-{precision}.gguf"
 
 
 def is_bundle_path(relative: str) -> bool:

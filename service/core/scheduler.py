@@ -1,9 +1,9 @@
 """The batching queue between gRPC requests and one runtime.
 
 Inputs of concurrent requests wait in one bounded queue; a single loop forms batches by the
-runtime's batch policy (service/batching.py: the oldest input first, then those closest to it in
-length), runs each batch off the event loop, and hands every vector back to its request. A
-request that is cancelled or whose deadline expires leaves the queue at once.
+runtime's batch policy (service/runtimes/batching.py: the oldest input first, then those
+closest to it in length), runs each batch off the event loop, and hands every vector back to
+its request. A request that is cancelled or whose deadline expires leaves the queue at once.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from embedrpc.service.batching import take_batch
+from embedrpc.service.core.health import Health
+from embedrpc.service.core.metrics import Metrics
 from embedrpc.service.errors import ErrorKind, RequestError
-from embedrpc.service.metrics import Metrics
-from embedrpc.service.runtimes import Runtime, RuntimeFailure, RuntimeUnavailable
+from embedrpc.service.runtimes.batching import take_batch
+from embedrpc.service.runtimes.interface import Runtime, RuntimeFailure, RuntimeUnavailable
 
-FAILURES_BEFORE_NOT_SERVING = 3
 PICK_WINDOW = 256  # a batch is formed from this many of the oldest waiting inputs
 
 
@@ -54,16 +53,16 @@ def checked_batch(runtime: Runtime, sequences: list[list[int]]) -> np.ndarray:
 
 class Scheduler:
     def __init__(self, runtime: Runtime, *, max_queue: int, metrics: Metrics,
-                 on_health: Callable[[bool], None] | None = None):
-        """Batches follow `runtime.policy`; `max_queue` inputs may wait across requests."""
-        self.runtime, self.metrics, self.on_health = runtime, metrics, on_health
+                 health: Health | None = None):
+        """Batches follow `runtime.policy`; `max_queue` inputs may wait across requests; each
+        batch's outcome is reported to `health`."""
+        self.runtime, self.metrics, self.health = runtime, metrics, health
         self.max_queue = max_queue
         self._pending: list[_Item] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedrpc-inference")
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._failures = 0
         self._room_waiters: list[asyncio.Future] = []  # streams waiting for queue space
 
     @property
@@ -185,22 +184,20 @@ class Scheduler:
         metrics.tokens_per_second.set(tokens / elapsed if elapsed > 0 else 0)
         for item in batch:
             metrics.queue_seconds.observe(started - item.enqueued)
-        if self._failures and self.on_health:
-            self.on_health(True)
-        self._failures = 0
+        if self.health:
+            self.health.batch_succeeded()
 
     def _fail(self, batch: list[_Item], exc: Exception) -> None:
         """The batch's requests fail: UNAVAILABLE (retry) when the runtime is down for now, its
-        health reported by the runtime itself; INTERNAL otherwise, and three in a row turn
-        health NOT_SERVING until a batch succeeds."""
+        health reported by the runtime itself; INTERNAL otherwise, counted by health (three in
+        a row turn it NOT_SERVING until a batch succeeds)."""
         if isinstance(exc, RuntimeUnavailable):
             error = RequestError(ErrorKind.UNAVAILABLE, str(exc))
         else:
-            self._failures += 1
             error = RequestError(ErrorKind.INTERNAL, f"inference failed: {exc}")
+            if self.health:
+                self.health.batch_failed()
         for job in {item.job for item in batch}:
             if not job.future.done():
                 job.future.set_exception(error)
             self._drop(job)
-        if self.on_health and self._failures >= FAILURES_BEFORE_NOT_SERVING:
-            self.on_health(False)
