@@ -30,11 +30,15 @@ fi
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error
 
-# From Debian's packages: the C++ and Go clients' toolchains (tests/test_compiled_clients.py),
-# and a Docker engine with debootstrap for the container test (scripts/container.sh).
+# From Debian's packages: the C++, Go and Java clients' toolchains (tests/test_compiled_clients.py;
+# Java: grpc-java 1.41 and the jars it needs, no Maven repository), curl, and a Docker engine
+# with debootstrap for the container test (scripts/container.sh).
 DEBIAN_PACKAGES=(g++ cmake pkg-config protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
                  golang-go golang-google-grpc-dev golang-google-protobuf-dev protoc-gen-go
-                 protoc-gen-go-grpc docker.io debootstrap)
+                 protoc-gen-go-grpc default-jdk-headless libgrpc-java
+                 protobuf-compiler-grpc-java-plugin libprotobuf-java libnetty-java
+                 libgoogle-gson-java libperfmark-java libgeronimo-annotation-1.3-spec-java
+                 docker.io debootstrap curl)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

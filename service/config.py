@@ -28,6 +28,9 @@ class ServerConfig:
     in_process: bool = False  # run the runtime in the server process, without crash isolation
     reflection: bool = False  # gRPC server reflection (lists every service and message)
     tei_compat: bool = False  # also serve text-embeddings-inference's tei.v1 API
+    http_port: int | None = None  # the HTTP front (OpenAI and TEI APIs); None: off, 0: any
+    served_model_name: str | None = None  # the model's name on the HTTP front (default: its id)
+    model_aliases: str = ""  # more names the HTTP front answers to, comma-separated
     tls_cert: str | None = None  # PEM certificate chain: serve TLS
     tls_key: str | None = None  # its PEM private key
     tls_client_ca: str | None = None  # PEM CA: require client certificates it signed (mTLS)
@@ -55,6 +58,11 @@ _HELP = {
     "metrics_host": "address the /metrics endpoint listens on",
     "reflection": "serve gRPC server reflection",
     "tei_compat": "also serve the text-embeddings-inference gRPC API (tei.v1) on the same port",
+    "http_port": "serve the OpenAI-compatible (/v1/embeddings) and TEI-compatible (/embed) HTTP "
+                 "APIs on this port (off unless given; 0: any free port)",
+    "served_model_name": "the model's name on the HTTP front, in /v1/models and `model` "
+                         "(default: the model id GetInfo reports)",
+    "model_aliases": "more model names the HTTP front accepts, comma-separated",
     "tls_cert": "PEM certificate chain to serve TLS with (re-read when it changes)",
     "tls_key": "PEM private key of --tls-cert (re-read when it changes)",
     "tls_client_ca": "PEM CA bundle: require and verify client certificates (mTLS)",
@@ -98,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ=os.environ) -> None:
         if spec.name in ("bundle", "runtime_settings"):
             continue
         kind = type(spec.default) if isinstance(spec.default, (bool, int, float)) else str
-        if spec.name == "max_input_tokens":
+        if spec.name in ("max_input_tokens", "http_port"):
             kind = int
         if spec.name == "metrics_port":
             kind = port_number

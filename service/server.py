@@ -29,10 +29,13 @@ from embedrpc.service.core.health import Health
 from embedrpc.service.core.metrics import Metrics
 from embedrpc.service.core.scheduler import Scheduler
 from embedrpc.service.errors import EmbedrpcError
+from embedrpc.service.fronts import http_openai, http_tei
+from embedrpc.service.fronts.drain import Drain
 from embedrpc.service.fronts.grpc_embedrpc import EmbeddingServicer
 from embedrpc.service.fronts.grpc_tei import SERVICES as TEI_SERVICES
 from embedrpc.service.fronts.grpc_tei import TeiFront
-from embedrpc.service.fronts.grpc_wire import Drain
+from embedrpc.service.fronts.grpc_wire import DrainInterceptor
+from embedrpc.service.fronts.http_server import HttpFront, HttpSettings
 from embedrpc.service.fronts.security import (
     ApiKeyInterceptor,
     ApiKeys,
@@ -114,6 +117,11 @@ def open_serving_runtime(config: ServerConfig, bundle: Bundle, choice: Choice,
     return WorkerRuntime(bundle.root, choice.artifact, choice.runtime, options)
 
 
+def unrouted_errors(path: str):
+    """The error shape of a path no route takes: OpenAI's under /v1, TEI's elsewhere."""
+    return http_openai.ERRORS if path.startswith("/v1/") else http_tei.ERRORS
+
+
 def channel_options(config: ServerConfig) -> list[tuple[str, int]]:
     """gRPC core settings: message size, streams per connection, keepalive enforcement and
     connection age (so a load balancer's new replicas get traffic)."""
@@ -173,6 +181,8 @@ class EmbedServer:
         self.drain = Drain()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.http: HttpFront | None = None
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_http = None
 
@@ -190,8 +200,8 @@ class EmbedServer:
         self.fronts = [EmbeddingServicer(self.embedder, self.metrics)]
         if config.tei_compat:
             self.fronts.append(TeiFront(self.embedder, self.metrics))
-        interceptors = [self.drain, *([ApiKeyInterceptor(self.api_keys)]
-                                      if self.api_keys.required else [])]
+        interceptors = [DrainInterceptor(self.drain), *([ApiKeyInterceptor(self.api_keys)]
+                                                        if self.api_keys.required else [])]
         self.server = grpc.aio.server(options=channel_options(config), interceptors=interceptors)
         for front in self.fronts:
             front.add_to(self.server)
@@ -210,16 +220,30 @@ class EmbedServer:
         await self.server.start()
         for service in ("", *self.services):
             await self.grpc_health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if config.http_port is not None:
+            self.http = self._http_front()
+            self.http_port = await self.http.start(
+                self.http.app(http_openai.routes(self.http) + http_tei.routes(self.http),
+                              unrouted_errors), config.host, config.http_port,
+                self.certificates, config.grace_seconds)
         if config.metrics_port:
             self._metrics_http = self.metrics.serve(max(config.metrics_port, 0),
                                                     config.metrics_host)
             self.metrics_port = self._metrics_http.server_address[1]
-        log.info("listening on %s:%d with %s%s (metrics on %s)", config.host, self.port,
+        log.info("listening on %s:%d (gRPC)%s with %s%s (metrics on %s)", config.host,
+                 self.port, f" and {config.host}:{self.http_port} (HTTP)" if self.http else "",
                  "mTLS" if config.tls_client_ca else "TLS" if self.certificates else "plaintext",
                  ", API keys required" if self.api_keys.required else "",
                  f"{config.metrics_host}:{self.metrics_port}/metrics"
                  if self.metrics_port else "off")
         return self.port
+
+    def _http_front(self) -> HttpFront:
+        config = self.config
+        names = [config.served_model_name or self.embedder.info().model,
+                 *(name.strip() for name in config.model_aliases.split(",") if name.strip())]
+        return HttpFront(self.embedder, self.metrics, self.health, self.drain, self.api_keys,
+                         HttpSettings(config.max_message_bytes, tuple(dict.fromkeys(names))))
 
     @property
     def services(self) -> list[str]:
@@ -248,7 +272,8 @@ class EmbedServer:
         await self.drain.quiet(DRAIN_QUIET_S, min(grace, DRAIN_QUIET_MOST_S))
         for front in self.fronts:
             front.streams.drain()
-        await self.server.stop(grace)
+        await asyncio.gather(self.server.stop(grace),
+                             *([self.http.stop()] if self.http else []))
         await self.scheduler.close()
         self.embedder.close()
         self.runtime.close()
@@ -261,6 +286,8 @@ async def serve(config: ServerConfig) -> None:
     await server.start()
     if server.metrics_port:
         print(f"embedrpc: metrics on port {server.metrics_port}", file=sys.stderr, flush=True)
+    if server.http_port:
+        print(f"embedrpc: HTTP on port {server.http_port}", file=sys.stderr, flush=True)
     print(f"embedrpc: serving on port {server.port}", file=sys.stderr, flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

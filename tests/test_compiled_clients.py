@@ -1,6 +1,7 @@
 """Clients in compiled languages, built here from protos/ with Debian's gRPC (C++ 1.51, Go in
-GOPATH mode) and run against a live server: Embed and EmbedStream (ids echoed, order kept),
-vectors checked against sentence-transformers, and a bad request's status."""
+GOPATH mode, Java 1.41 with javac) and run against a live server: Embed and EmbedStream (ids
+echoed, order kept), vectors checked against sentence-transformers, and a bad request's
+status."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _require(*tools: str) -> None:
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: scripts/install.sh installs Debian's "
                     f"libgrpc++-dev, protobuf-compiler-grpc, golang-go, "
-                    f"golang-google-grpc-dev, protoc-gen-go and protoc-gen-go-grpc")
+                    f"golang-google-grpc-dev, protoc-gen-go, protoc-gen-go-grpc, "
+                    f"default-jdk-headless, libgrpc-java and its jars")
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +58,22 @@ def cpp_client(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def java_client(tmp_path_factory) -> Path:
+    _require("protoc", "grpc_java_plugin", "javac", "java")
+    out = tmp_path_factory.mktemp("java")
+    done = subprocess.run(["bash", str(ROOT / "clients/java/build.sh"), str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out / "embedrpc-client"
+
+
+@pytest.fixture(scope="module")
 def expected(qwen3_tokenizer_json) -> np.ndarray:
     return SentenceTransformer(str(cached_checkpoint("tiny", True)),
                                device="cpu").encode(TEXTS, prompt_name="query")
 
 
-@pytest.mark.parametrize("language", ["go", "cpp"])
+@pytest.mark.parametrize("language", ["go", "cpp", "java"])
 @pytest.mark.parametrize("runtime,artifact", [("onnx-cpu", "onnx-fp32"),
                                               ("llamacpp", "gguf-q8_0")])
 def test_client_against_a_live_server(request, tmp_path_factory, expected, language, runtime,

@@ -88,6 +88,25 @@ def test_embed_dimensions_equal_embedrpc_matryoshka(server, normalize):
     assert np.array_equal(np.array(got.embeddings, np.float32)[None], expected)
 
 
+def test_every_unset_field_takes_teis_default(server):
+    """As TEI's router reads an EmbedRequest (router/src/grpc/server.rs at 0d124dc): normalize
+    unset is true (TEI >= 1.9 declares it `optional`), truncate unset is false, the direction
+    unset is right, prompt_name unset is the model's default."""
+    client = TeiClient(server.channel)
+    request = tei.EmbedRequest(inputs=TEXTS[0], dimensions=32)
+    assert not request.HasField("normalize")
+    got = np.array(client.unary("Embed", "Embed", request, tei.EmbedResponse).embeddings)
+    assert abs(np.linalg.norm(got) - 1) < 1e-6  # a unit vector, as TEI answers
+    assert np.array_equal(got.astype(np.float32)[None],
+                          v1_vectors(server, TEXTS[:1], dimensions=32, normalize=True))
+    assert np.array_equal(
+        np.array(client.unary("Embed", "Embed", tei.EmbedRequest(inputs=TEXTS[1]),
+                              tei.EmbedResponse).embeddings, np.float32)[None],
+        v1_vectors(server, TEXTS[1:2], task=pb.TASK_DOCUMENT))
+    assert tei.EmbedRequest.DESCRIPTOR.fields_by_name["normalize"].has_presence
+    assert not tei.EmbedRequest.DESCRIPTOR.fields_by_name["truncate"].has_presence
+
+
 def test_truncation_follows_truncate_and_direction(server):
     client = TeiClient(server.channel)
     long_text = "tokens of a long text " * 100
@@ -120,8 +139,10 @@ def test_tokenize_and_decode_equal_embedrpc(server):
         got = client.unary("Tokenize", "Tokenize", tei.EncodeRequest(
             inputs=text, add_special_tokens=True, prompt_name="query"), tei.EncodeResponse)
         assert [t.id for t in got.tokens] == list(expected.ids)
-        full, plain = "Query: " + text, [t for t in got.tokens if not t.special]
-        assert all(t.HasField("start") and full[t.start:t.stop] == t.text for t in plain)
+        full, plain = ("Query: " + text).encode(), [t for t in got.tokens if not t.special]
+        # spans in UTF-8 bytes of prompt + text, as TEI's into_tokens gives them
+        assert all(t.HasField("start") and full[t.start:t.stop].decode() == t.text
+                   for t in plain)
         assert (plain[0].start, plain[-1].stop) == (0, len(full))  # spans cover the text
         assert [t.start for t in plain] == sorted(t.start for t in plain)
         assert got.tokens[-1].special and got.tokens[-1].text == "<|endoftext|>"

@@ -31,7 +31,7 @@ COMPOSITION_FACTOR = 3
 class TokenDetail:
     id: int
     text: str
-    start: int | None  # character span in the text; None for special tokens
+    start: int | None  # span in the text's UTF-8 bytes; None for special tokens
     stop: int | None
 
     @property
@@ -43,7 +43,7 @@ class InputTooLong(RequestError):
     def __init__(self, index: int, tokens: int, limit: int, unit: str = "tokens"):
         super().__init__(ErrorKind.INVALID_ARGUMENT,
                          f"input {index} has {tokens} {unit}, over the limit of {limit} tokens; "
-                         f"shorten it or ask for truncation")
+                         f"shorten it or ask for truncation", "inputs")
         self.index, self.tokens, self.limit = index, tokens, limit
 
 
@@ -110,11 +110,16 @@ class BundleTokenizer:
         return self._tokenizer.id_to_token(token_id)
 
     def describe(self, text: str, add_special: bool = True) -> list[TokenDetail]:
-        """Each token of `text`: id, the text it covers (its own string for special tokens),
-        whether it is special, and its character span in `text` (None for special tokens)."""
+        """Each token of `text`, as text-embeddings-inference describes it: id, the text it
+        covers (its own string for special tokens), whether it is special, and its span in
+        the UTF-8 bytes of `text` (None for special tokens)."""
         encoding = self._tokenizer.encode(text, add_special_tokens=add_special)
+        data, byte_at = text.encode("utf-8"), [0]
+        for character in text:
+            byte_at.append(byte_at[-1] + len(character.encode("utf-8")))
         return [TokenDetail(id_, token, None, None) if special else
-                TokenDetail(id_, text[start:stop], start, stop)
+                TokenDetail(id_, data[byte_at[start]:byte_at[stop]].decode("utf-8", "replace"),
+                            byte_at[start], byte_at[stop])
                 for id_, token, special, (start, stop) in zip(
                     encoding.ids, encoding.tokens, encoding.special_tokens_mask,
                     encoding.offsets, strict=True)]
@@ -124,7 +129,8 @@ class BundleTokenizer:
         unknown = [i for i in ids if not 0 <= i < size]
         if unknown:
             raise RequestError(ErrorKind.INVALID_ARGUMENT,
-                               f"token id {unknown[0]} is not in the vocabulary (0..{size - 1})")
+                               f"token id {unknown[0]} is not in the vocabulary (0..{size - 1})",
+                               "ids")
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special)
 
     def encode(self, texts: list[str], prompt: str = "", truncation: Truncation = Truncation.NONE,

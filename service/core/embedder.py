@@ -26,6 +26,8 @@ from embedrpc.service.core.scheduler import Scheduler
 from embedrpc.service.errors import ErrorKind, RequestError, invalid
 from embedrpc.service.runtimes.selection import Choice
 
+INPUTS = "inputs"  # the field of a request's texts, as errors name it
+
 
 @dataclass(frozen=True)
 class ServingLimits:
@@ -113,19 +115,22 @@ class Embedder:
     def plan(self, inputs: Sequence[str], options: EmbedOptions) -> Plan:
         """Check a request against the model and the limits; no work is done before this."""
         if not inputs:
-            raise invalid("inputs is empty; send at least one text")
+            raise RequestError(ErrorKind.EMPTY, "inputs is empty; send at least one text",
+                               INPUTS)
         if len(inputs) > self.limits.max_queue:
             raise invalid(f"{len(inputs)} inputs is over this server's queue of "
-                          f"{self.limits.max_queue}; split the request")
+                          f"{self.limits.max_queue}; split the request", INPUTS)
         for index, text in enumerate(inputs):
             if not text:
-                raise invalid(f"input {index} is empty")
+                raise RequestError(ErrorKind.EMPTY, f"input {index} is empty", INPUTS)
         prompt_name = options.prompt_name or self.manifest.default_prompt_name
         if prompt_name not in self.manifest.prompts:
-            raise invalid(f"this model has no {prompt_name!r} prompt")
+            raise invalid(f"this model has no {prompt_name!r} prompt; it has "
+                          f"{', '.join(map(repr, self.manifest.prompts))}", "prompt_name")
         dims = self.manifest.hidden_size if options.dimensions is None else options.dimensions
         if dims not in self.manifest.matryoshka_dims:
-            raise invalid(f"dimensions {dims} is not one of {self.manifest.matryoshka_dims}")
+            raise invalid(f"dimensions {dims} is not one of {self.manifest.matryoshka_dims}",
+                          "dimensions")
         normalize = True if options.normalize is None else options.normalize
         value_range = self.calibration.range_for(dims, normalize) \
             if options.encoding in (Encoding.INT8, Encoding.UINT8) else None
@@ -157,9 +162,26 @@ class Embedder:
         limit = self.tokenizer.max_chars(self.limits.max_input_tokens)
         if len(full) > limit:
             raise invalid(f"the text has {len(full)} characters, over the {limit} that "
-                          f"{self.limits.max_input_tokens} tokens can cover")
+                          f"{self.limits.max_input_tokens} tokens can cover", INPUTS)
         return await asyncio.get_running_loop().run_in_executor(
             self._tokenize_pool, self.tokenizer.describe, full, add_special)
+
+    async def decode_inputs(self, items: Sequence[str | list[int]]) -> list[str]:
+        """Texts for inputs that may be token ids: an id list (of the bare text, in this
+        model's vocabulary) is embedded as the text it decodes to, special tokens kept, so
+        ids and their text give the same vector (prompt and EOS added alike)."""
+        texts = []
+        for index, item in enumerate(items):
+            if isinstance(item, str):
+                texts.append(item)
+                continue
+            if not item:
+                raise RequestError(ErrorKind.EMPTY, f"input {index} has no token ids", INPUTS)
+            try:
+                texts.append(await self.decode(item, skip_special=False))
+            except RequestError as error:
+                raise invalid(f"input {index}: {error}", INPUTS) from None
+        return texts
 
     async def decode(self, ids: list[int], skip_special: bool) -> str:
         return await asyncio.get_running_loop().run_in_executor(

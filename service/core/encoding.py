@@ -67,7 +67,7 @@ class Calibration:
         if found is None:
             raise RequestError(ErrorKind.FAILED_PRECONDITION,
                                f"the bundle has no int8 calibration for {dims} dims; "
-                               f"re-export the bundle")
+                               f"re-export the bundle", "encoding")
         return found
 
 

@@ -27,13 +27,13 @@ def prompt_name(task: int) -> str | None:
     if task == pb.TASK_UNSPECIFIED:
         return None
     if task not in TASKS:
-        raise invalid(f"task {task} is not a known Task")
+        raise invalid(f"task {task} is not a known Task", "task")
     return TASKS[task]
 
 
 def truncation(number: int) -> Truncation:
     if number not in TRUNCATIONS:
-        raise invalid(f"truncation {number} is not a known Truncation")
+        raise invalid(f"truncation {number} is not a known Truncation", "truncation")
     return TRUNCATIONS[number]
 
 
@@ -41,5 +41,5 @@ def encoding(number: int) -> Encoding:
     if number == pb.ENCODING_UNSPECIFIED:
         return Encoding.FLOAT32
     if number not in ENCODINGS:
-        raise invalid(f"encoding {number} is not a known Encoding")
+        raise invalid(f"encoding {number} is not a known Encoding", "encoding")
     return ENCODINGS[number]

@@ -115,7 +115,7 @@ class TeiFront:
             truncation=TRUNCATIONS[request.truncation_direction] if request.truncate
             else Truncation.NONE,
             dimensions=request.dimensions if request.HasField("dimensions") else None,
-            normalize=request.normalize)
+            normalize=request.normalize if request.HasField("normalize") else True)
         embedded = await self.embedder.embed([request.inputs], options, wait_for_room)
         return tei.EmbedResponse(embeddings=embedded.rows[0].tolist(),
                                  metadata=_metadata(request.inputs, embedded))

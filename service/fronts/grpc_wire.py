@@ -21,7 +21,8 @@ from typing import Awaitable, Callable
 import grpc
 from google.protobuf.message import DecodeError
 
-from embedrpc.service.errors import ErrorKind, RequestError, invalid
+from embedrpc.service.errors import ErrorKind, RequestError
+from embedrpc.service.fronts.drain import REFUSED, Drain
 from embedrpc.service.fronts.status import GRPC_STATUS as STATUS
 from embedrpc.service.fronts.status import UNEXPECTED
 
@@ -39,7 +40,8 @@ class Malformed:
 
     def error(self, where: str = ""):
         log.warning("malformed %s%s: %s", self.message_type, where, self.reason)
-        return invalid(f"malformed {self.message_type}{where}: {self.reason}")
+        return RequestError(ErrorKind.MALFORMED,
+                            f"malformed {self.message_type}{where}: {self.reason}")
 
 
 def tolerant(message_class):
@@ -210,34 +212,17 @@ def refusal(handler, code: grpc.StatusCode, message: str):
                 response_serializer=handler.response_serializer)
 
 
-class Drain(grpc.aio.ServerInterceptor):
-    """The start of a graceful stop. Once `draining`, every new RPC but health checks is
-    answered UNAVAILABLE at once, which a client's retry policy sends elsewhere; `quiet` waits
-    until calls have stopped arriving. Only then may the server stop: gRPC answers a call that
-    arrived but was not yet handed to a handler when its server stops CANCELLED
-    (grpc/grpc#41785), which no retry policy retries."""
+class DrainInterceptor(grpc.aio.ServerInterceptor):
+    """The gRPC side of the drain (service/fronts/drain.py): once draining, every new RPC but
+    health checks is answered UNAVAILABLE at once."""
 
-    REFUSED = "not served: the server is shutting down; send it again elsewhere"
-
-    def __init__(self):
-        self.draining = False
-        self.last_arrival = 0.0
+    def __init__(self, drain: Drain):
+        self.drain = drain
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
             return handler
-        self.last_arrival = time.monotonic()
-        if not self.draining:
+        if self.drain.arrived():
             return handler
-        return refusal(handler, grpc.StatusCode.UNAVAILABLE, self.REFUSED)
-
-    async def quiet(self, period: float, most: float) -> None:
-        """Wait until no call has arrived for `period` seconds, at most `most` seconds."""
-        deadline = time.monotonic() + most
-        while True:
-            now = time.monotonic()
-            wait = min(self.last_arrival + period, deadline) - now
-            if wait <= 0:
-                return
-            await asyncio.sleep(wait)
+        return refusal(handler, grpc.StatusCode.UNAVAILABLE, REFUSED)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
@@ -81,6 +83,47 @@ class CertificateFiles:
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
             self.initial, self.fetch, require_client_authentication=bool(self.client_ca))
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The HTTP front's TLS: every handshake uses a context made from the files as they
+        are now (a changed file is read again; a half-written one keeps the previous)."""
+        self._http = (_stamp(self._paths()), self._ssl_context())
+        context = _RotatingContext(ssl.PROTOCOL_TLS_SERVER)
+        context.current = self._current_ssl_context
+        return context
+
+    def _current_ssl_context(self) -> ssl.SSLContext:
+        stamp, context = self._http
+        if _stamp(self._paths()) != stamp:
+            try:
+                self._http = (_stamp(self._paths()), self._ssl_context())
+                log.info("TLS certificate files changed: new HTTP handshakes use them")
+            except (SecurityError, ssl.SSLError, OSError) as exc:
+                log.warning("TLS files changed but cannot be used yet: %s", exc)
+        return self._http[1]
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert, self.key)
+            if self.client_ca:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(self.client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise SecurityError(f"cannot use the TLS files {self.cert}, {self.key}: {exc}") \
+                from exc
+        return context
+
+
+class _RotatingContext(ssl.SSLContext):
+    """Hands each new TLS connection an SSL object of the current context (asyncio makes
+    every server-side connection's SSL object through `wrap_bio`)."""
+
+    current: Callable[[], ssl.SSLContext]
+
+    def wrap_bio(self, *args, **kwargs):
+        return self.current().wrap_bio(*args, **kwargs)
 
 
 class ApiKeys:
