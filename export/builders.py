@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedrpc.export import gguf_export, onnx_export, openvino_export
+from embedrpc.export import gguf_export, lora, onnx_export, openvino_export
 from embedrpc.export.staging import Staging
 from embedrpc.service.bundle import formats, layout
 from embedrpc.service.bundle.formats import ArtifactFormat
 from embedrpc.service.bundle.manifest import Artifact, FileEntry, Manifest
+from embedrpc.service.bundle.manifest import TaskAdapter as TaskAdapterFiles
 
 
 class ArtifactBuilder:
@@ -18,12 +19,15 @@ class ArtifactBuilder:
     requested, else to scratch space."""
 
     def __init__(self, torch_model, manifest: Manifest, root: Path, staging: Staging,
-                 requested: list[str], progress, tokenizer):
-        """`tokenizer`: the bundle's (BundleTokenizer), for calibration inputs."""
+                 requested: list[str], progress, tokenizer,
+                 adapters: list[lora.TaskAdapter] | None = None):
+        """`tokenizer`: the bundle's (BundleTokenizer), for calibration inputs; `adapters`:
+        task adapters applied at run time (the graphs then take them as inputs)."""
         self.model, self.manifest, self.root = torch_model, manifest, root
-        self.tokenizer = tokenizer
+        self.tokenizer, self.adapters = tokenizer, adapters or []
         self.staging, self.requested, self.progress = staging, requested, progress
         self._onnx_fp32: list[Path] | None = None
+        self._lora_nodes: list[str] = []  # the float LoRA branch's MatMuls in the ONNX graph
         self._gguf_f16: Path | None = None
         self._by_family = {formats.ONNX.name: self.onnx, formats.GGUF.name: self.gguf,
                            formats.OPENVINO.name: self.openvino}
@@ -34,9 +38,10 @@ class ArtifactBuilder:
     def onnx(self, spec: ArtifactFormat) -> list[Path]:
         if spec.name == formats.ONNX_FP32.name:
             return self.onnx_fp32()
-        convert = {formats.ONNX_FP16.name: onnx_export.convert_fp16,
-                   formats.ONNX_INT8.name: onnx_export.quantize_int8}[spec.name]
-        return convert(self._onnx_fp32_graph(), self.root / spec.directory)
+        if spec.name == formats.ONNX_FP16.name:
+            return onnx_export.convert_fp16(self._onnx_fp32_graph(), self.root / spec.directory)
+        return onnx_export.quantize_int8(self._onnx_fp32_graph(), self.root / spec.directory,
+                                         keep_float=self._lora_nodes)
 
     def gguf(self, spec: ArtifactFormat) -> list[Path]:
         if spec.name == formats.GGUF_F16.name:
@@ -48,13 +53,43 @@ class ArtifactBuilder:
 
     def openvino(self, spec: ArtifactFormat) -> list[Path]:
         out_dir = self.root / spec.directory
+        source = self._openvino_source()
         if spec.name == formats.OPENVINO_BF16.name:
-            return openvino_export.write_bf16(self._onnx_fp32_graph(), out_dir)
+            return openvino_export.write_bf16(source, out_dir)
         tokenizer = self.manifest.tokenizer
         calibration = openvino_export.calibration_inputs(
             self.tokenizer, self.manifest.prompts, tokenizer.pad_token_id,
-            tokenizer.padding_side)
-        return openvino_export.write_int8(self._onnx_fp32_graph(), out_dir, calibration)
+            tokenizer.padding_side, [lora.onnx_parameters(a) for a in self.adapters])
+        return openvino_export.write_int8(source, out_dir, calibration,
+                                          keep_float=self._lora_nodes)
+
+    def _openvino_source(self) -> Path:
+        """The ONNX graph OpenVINO converts: the fp32 one, with the LoRA inputs required (its
+        ONNX reader cannot take their rank-0 defaults)."""
+        graph = self._onnx_fp32_graph()
+        if not self.adapters:
+            return graph
+        target = self.staging.work_dir("openvino-source") / onnx_export.GRAPH_NAME
+        if not target.is_file():
+            onnx_export.rewrite(graph, target, lora.strip_defaults)
+        return target
+
+    def write_adapters(self) -> list[TaskAdapterFiles]:
+        """Each task's adapter in the forms the requested families load."""
+        families = {formats.FORMATS[name].family for name in self.requested}
+        entries = []
+        for adapter in self.adapters:
+            paths = []
+            if families & {formats.ONNX, formats.OPENVINO}:
+                paths.append(lora.write_onnx_adapter(
+                    adapter, self.root / formats.ONNX.adapter_path(adapter.task)))
+            if formats.GGUF in families:
+                paths.append(lora.write_gguf_adapter(
+                    adapter, self.root / formats.GGUF.adapter_path(adapter.task),
+                    self.model.config.model_type))
+            entries.append(TaskAdapterFiles(adapter.task, [
+                FileEntry.of(self.root, p.relative_to(self.root).as_posix()) for p in paths]))
+        return entries
 
     def _home(self, spec: ArtifactFormat) -> Path:
         return self.root / spec.directory if spec.name in self.requested \
@@ -64,7 +99,13 @@ class ArtifactBuilder:
         if self._onnx_fp32 is None:
             self._onnx_fp32 = self.progress.step("exporting ONNX fp32", lambda: (
                 onnx_export.export_fp32(self.model, self._home(formats.ONNX_FP32))))
+            if self.adapters:  # branches that take each task's adapter at run time
+                graph = self._onnx_fp32_graph()
+                self._onnx_fp32 = onnx_export.rewrite(graph, graph, self._add_branches)
         return self._onnx_fp32
+
+    def _add_branches(self, model) -> None:
+        self._lora_nodes = lora.add_branches(model)
 
     def _onnx_fp32_graph(self) -> Path:
         return next(p for p in self.onnx_fp32() if p.name == onnx_export.GRAPH_NAME)

@@ -140,6 +140,31 @@ def choose_task(checkpoint: Checkpoint, task: str | None) -> str | None:
     return merged_for
 
 
+ALL_TASKS = "all"
+
+
+def choose_tasks(checkpoint: Checkpoint, tasks: str | None, task: str | None) -> list[str]:
+    """The adapters a base repo's bundle applies at run time (`--tasks a,b` or `all`), the
+    first the default; [] without --tasks."""
+    if not tasks:
+        return []
+    if task is not None:
+        raise ExportError("--task merges one adapter, --tasks applies several at run time: "
+                          "choose one")
+    if not checkpoint.tasks_available:
+        raise ExportError(f"{checkpoint.model} has no adapters/: --tasks needs the base repo "
+                          f"with its task adapters")
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if names == [ALL_TASKS]:
+        declared = checkpoint.declared_tasks or TASKS
+        return [name for name in declared if name in checkpoint.tasks_available]
+    unknown = [name for name in names if name not in checkpoint.tasks_available]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ExportError(f"--tasks {tasks!r}: {checkpoint.model} has adapters for "
+                          f"{', '.join(checkpoint.tasks_available)} (or say all)")
+    return names
+
+
 def _merged_task_from_name(model: str) -> str | None:
     name = Path(model.rstrip("/")).name
     return next((t for t in TASKS if name.endswith("-" + t)), None)

@@ -62,33 +62,54 @@ def export_fp32(model, out_dir: Path) -> list[Path]:
 
 
 def convert_fp16(fp32_path: Path, out_dir: Path) -> list[Path]:
-    """fp16 weights and compute, float32/int64 at the graph's edges (keep_io_types)."""
+    """fp16 weights and compute, float32/int64 at the graph's edges (keep_io_types: a LoRA
+    branch's adapter inputs too, cast to fp16 inside)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(fp32_path))
+    kept = [init for init in model.graph.initializer if ".lora_" in init.name]
+    for init in kept:  # the LoRA inputs' defaults must keep their inputs' type
+        model.graph.initializer.remove(init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The exporter annotates every value's type; re-inferring would serialise the whole
         # proto, which fails past 2 GB.
         converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    converted.graph.initializer.extend(kept)
     return _save(converted, out_dir / GRAPH_NAME)
 
 
-def quantize_int8(fp32_path: Path, out_dir: Path) -> list[Path]:
+def rewrite(source: Path, target: Path, edit) -> list[Path]:
+    """The graph at `source` changed by `edit(model)` and saved at `target` (which may be
+    `source`), weights in external data."""
+    import onnx
+
+    model = onnx.load(str(source))
+    edit(model)
+    for stale in target.parent.glob(target.name + "*"):
+        stale.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(target), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=target.name + ".data")
+    return sorted(p for p in target.parent.iterdir() if p.name.startswith(target.name))
+
+
+def quantize_int8(fp32_path: Path, out_dir: Path, keep_float: list[str] = ()) -> list[Path]:
     """Dynamic int8 (QInt8 weights, per output channel) of the MatMuls and of the embedding
     table's Gather; activations stay float. Weights go to external data, which onnxruntime maps
     instead of copying. At the 0.6B shape (benchmarks/results/int8-variants-*.md): 574 MiB
     instead of 1,019, a serving process's peak RSS 716 MiB instead of 1,705, min cosine to the
-    oracle 0.99807 instead of 0.99831 (bar 0.995), the same speed."""
+    oracle 0.99807 instead of 0.99831 (bar 0.995), the same speed. `keep_float`: nodes left in
+    float (a LoRA branch: its weights are inputs, set per task)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / GRAPH_NAME
     quantize_dynamic(str(fp32_path), str(target), weight_type=QuantType.QInt8,
                      per_channel=True, op_types_to_quantize=["MatMul", "Gather"],
-                     use_external_data_format=True)
+                     use_external_data_format=True, nodes_to_exclude=list(keep_float))
     files = sorted(p for p in out_dir.iterdir() if p.name.startswith(GRAPH_NAME))
     for path in files:  # the quantiser writes its data file owner-only (0600)
         readable_as_umask_allows(path)

@@ -42,7 +42,10 @@ def write_bf16(onnx_model: Path, out_dir: Path) -> list[Path]:
     return _save(openvino, model, out_dir, formats.OPENVINO_BF16)
 
 
-def write_int8(onnx_model: Path, out_dir: Path, calibration: list[dict]) -> list[Path]:
+def write_int8(onnx_model: Path, out_dir: Path, calibration: list[dict],
+               keep_float: list[str] = ()) -> list[Path]:
+    """`keep_float`: the ONNX graph's nodes (a LoRA branch) NNCF must leave in float: their
+    weights are inputs set per task, and quantising them would quantise the adapter."""
     openvino = _openvino()
     try:
         import nncf
@@ -56,22 +59,27 @@ def write_int8(onnx_model: Path, out_dir: Path, calibration: list[dict]) -> list
                               model_type=nncf.ModelType.TRANSFORMER,
                               preset=nncf.QuantizationPreset.MIXED,
                               subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(names=list(keep_float),
+                                                              validate=False),
                               advanced_parameters=nncf.AdvancedQuantizationParameters(
                                   smooth_quant_alphas=smoothing))
     return _save(openvino, quantized, out_dir, formats.OPENVINO_INT8)
 
 
 def calibration_inputs(tokenizer, prompts: dict[str, str], pad_token_id: int,
-                       padding_side: str) -> list[dict]:
+                       padding_side: str, adapters: list[dict] = ()) -> list[dict]:
     """The calibration corpus's sentences and documents under every prompt, one text per item
-    (documents cut to the model's limit or CALIBRATION_MAX_TOKENS), as the graph's inputs."""
+    (documents cut to the model's limit or CALIBRATION_MAX_TOKENS), as the graph's inputs;
+    with task adapters (each a dict of the graph's LoRA inputs), the tasks take turns, so the
+    backbone's activation ranges are those of served traffic."""
     items = []
     texts = calibration_texts() + calibration_documents()
     for name in sorted(prompts):
         for ids in tokenizer.encode(texts, prompts[name], Truncation.RIGHT,
                                     max_tokens=CALIBRATION_MAX_TOKENS):
             input_ids, mask = pad([ids], pad_token_id, padding_side)
-            items.append({"input_ids": input_ids, "attention_mask": mask})
+            items.append({"input_ids": input_ids, "attention_mask": mask,
+                          **(adapters[len(items) % len(adapters)] if adapters else {})})
     return items
 
 

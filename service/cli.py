@@ -16,6 +16,7 @@ def _export(args: argparse.Namespace) -> int:
         return _fail(f"export needs the export extra (pip install 'embedrpc[export]'): {exc}")
     try:
         export_bundle(args.model, args.out, revision=args.revision, task=args.task,
+                      tasks=args.tasks,
                       formats=args.formats, force=args.force,
                       probe_max_tokens=args.probe_max_tokens)
     except EmbedrpcError as exc:
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", help="hub branch, tag or commit")
     export.add_argument("--task", help="LoRA task to merge for a base repo with adapters/: "
                                        "retrieval, text-matching, clustering, classification")
+    export.add_argument("--tasks", help="a base repo's tasks to serve from one backbone, their "
+                                        "adapters applied at run time: comma-separated (the "
+                                        "first is the default) or all")
     export.add_argument("--formats", help=f"comma-separated: {', '.join(formats.FORMATS)}, or "
                                           f"the groups {', '.join(formats.FAMILIES)}, all "
                                           f"(default: all)")

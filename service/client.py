@@ -55,7 +55,10 @@ def call_metadata(args) -> list[tuple[str, str]]:
 def add_arguments(parser) -> None:
     parser.add_argument("texts", nargs="*", help="texts to embed (default: one per stdin line)")
     add_connection_arguments(parser, "localhost:50051", 60.0)
-    parser.add_argument("--task", choices=TASK_NAMES, default="default")
+    parser.add_argument("--task", choices=TASK_NAMES, default="default",
+                        help="the prompt: query or document")
+    parser.add_argument("--adapter", default="",
+                        help="the model task of a bundle with several (GetInfo lists them)")
     parser.add_argument("--dimensions", type=int, help="Matryoshka size")
     parser.add_argument("--no-normalize", action="store_true",
                         help="do not re-normalise after Matryoshka truncation")
@@ -76,7 +79,8 @@ def run(args) -> int:
                 texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
                 request = pb.EmbedRequest(inputs=texts, task=TASK_NAMES[args.task],
                                           truncation=TRUNCATION_NAMES[args.truncation],
-                                          encoding=ENCODING_NAMES[args.encoding])
+                                          encoding=ENCODING_NAMES[args.encoding],
+                                          adapter=args.adapter)
                 if args.dimensions:
                     request.dimensions = args.dimensions
                 if args.no_normalize:

@@ -24,20 +24,21 @@ class GatedRuntime(Runtime):
         self.inner = inner
         self.name, self.precision, self.artifact = inner.name, inner.precision, inner.artifact
         self.policy = inner.policy  # what production batches by, forwarded whole
+        self.tasks = inner.tasks
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()  # set when a batch reaches the runtime
         self.batches: list[list[list[int]]] = []
         self.fail = False
 
-    def embed_batch(self, sequences):
+    def embed_batch(self, sequences, task=None):
         self.batches.append(sequences)
         self.entered.set()
         if not self.gate.wait(timeout=30):
             raise RuntimeFailure("test gate never opened")
         if self.fail:
             raise RuntimeFailure("injected failure")
-        return self.inner.embed_batch(sequences)
+        return self.inner.embed_batch(sequences, task)
 
     def close(self):
         self.inner.close()

@@ -180,7 +180,7 @@ def test_merged_checkpoint_named_for_its_task(capsys, tmp_path, eos_checkpoint):
 
 
 def test_interrupted_export_leaves_no_bundle(capsys, tmp_path, eos_checkpoint, monkeypatch):
-    def disk_full(*_args):
+    def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(onnx_export, "quantize_int8", disk_full)

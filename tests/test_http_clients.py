@@ -46,7 +46,7 @@ def base_url(server) -> str:
 
 
 def model_name(server) -> str:
-    return server.server.http.settings.model_names[0]
+    return next(iter(server.server.http.settings.model_names))
 
 
 def assert_close(got, expected, bar: float = FP32_BAR) -> None:

@@ -135,7 +135,7 @@ def openai_error(response: httpx.Response) -> dict:
 
 
 def test_openai_errors(server):
-    name = server.server.http.settings.model_names[0]
+    name = next(iter(server.server.http.settings.model_names))
     cases = [({"input": "x"}, 400, "model"), ({"model": name}, 400, "input"),
              ({"model": name, "input": "x", "encoding_format": "int8"}, 400, "encoding_format"),
              ({"model": name, "input": ["x", 1]}, 400, "input"),
@@ -164,7 +164,7 @@ def test_openai_errors(server):
 def test_a_body_over_the_limit_is_413(eos_bundle):
     server = LoopbackServer(eos_bundle, http_port=0, choice=FP32, max_message_bytes=4096)
     try:
-        body = {"model": server.server.http.settings.model_names[0], "input": "x" * 5000}
+        body = {"model": next(iter(server.server.http.settings.model_names)), "input": "x" * 5000}
         response = post(server, "/v1/embeddings", body)
         assert response.status_code == 413
         assert openai_error(response)["code"] == "request_too_large"
@@ -189,7 +189,7 @@ def test_a_full_queue_is_429_with_retry_after(eos_bundle):
         busy = post(server, "/embed", {"inputs": "third"})
         assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
         assert busy.json()["error_type"] == "Overloaded"
-        name = server.server.http.settings.model_names[0]
+        name = next(iter(server.server.http.settings.model_names))
         openai_busy = post(server, "/v1/embeddings", {"model": name, "input": "third"})
         assert openai_busy.status_code == 429 and openai_busy.headers["retry-after"] == "1"
         assert openai_error(openai_busy)["code"] == "rate_limit_exceeded"
@@ -214,7 +214,7 @@ def test_api_keys_and_tls_are_the_grpc_fronts(eos_bundle, tmp_path):
         trusted = ssl.create_default_context(cafile=str(ca.pem.cert))
         trusted.load_cert_chain(str(client.cert), str(client.key))
         with httpx.Client(verify=trusted, timeout=30) as https:
-            name = server.server.http.settings.model_names[0]
+            name = next(iter(server.server.http.settings.model_names))
             refused = https.post(base + "/v1/embeddings", json={"model": name, "input": "x"})
             assert refused.status_code == 401
             assert openai_error(refused)["code"] == "invalid_api_key"

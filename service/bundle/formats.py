@@ -18,9 +18,13 @@ LOSSY_BELOW = 0.999  # a bar under this marks an artifact as lossy (a user shoul
 class Family:
     name: str
     main_file: str  # the file a runtime opens, with {precision}: relative to the bundle
+    adapter_file: str  # a task's run-time adapter in the form this family loads, with {task}
 
     def path(self, precision: str) -> str:
         return self.main_file.format(precision=precision)
+
+    def adapter_path(self, task: str) -> str:
+        return self.adapter_file.format(task=task)
 
     def directory(self, precision: str) -> str:
         return self.path(precision).rsplit("/", 1)[0]
@@ -52,9 +56,10 @@ class ArtifactFormat:
         return self.name
 
 
-ONNX = Family("onnx", "onnx/{precision}/model.onnx")
-GGUF = Family("gguf", "gguf/model-{precision}.gguf")
-OPENVINO = Family("openvino", "openvino/{precision}/model.xml")
+# The OpenVINO IR is converted from the ONNX graph: the same inputs take the same adapter file.
+ONNX = Family("onnx", "onnx/{precision}/model.onnx", "adapters/{task}/lora.onnx_adapter")
+GGUF = Family("gguf", "gguf/model-{precision}.gguf", "adapters/{task}/lora.gguf")
+OPENVINO = Family("openvino", "openvino/{precision}/model.xml", ONNX.adapter_file)
 FAMILIES = {family.name: family for family in (ONNX, GGUF, OPENVINO)}
 
 ONNX_FP32 = ArtifactFormat(ONNX, "fp32", 0.99999)

@@ -17,7 +17,13 @@ MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 PROBES = "parity/probes.json"
 ORACLE = "parity/oracle.npy"
+TASK_ORACLE = "parity/oracle-{task}.npy"  # a bundle with run-time task adapters: one per task
 REPORT = "parity/report.txt"
+
+
+def oracle_file(task: str | None) -> str:
+    """The oracle's vectors for a task's probes (None: a bundle of one merged task)."""
+    return ORACLE if task is None else TASK_ORACLE.format(task=task)
 
 
 def is_bundle_path(relative: str) -> bool:

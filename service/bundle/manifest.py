@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,6 @@ MANIFEST_NAME = layout.MANIFEST
 # this.
 SERVED_ARCHITECTURE, SERVED_POOLING, SERVED_NORMALIZE = "qwen3", "last", True
 PADDING_SIDES = ("left", "right")
-PARITY_FILES = [layout.PROBES, layout.ORACLE]
 
 
 class BundleError(EmbedrpcError):
@@ -70,11 +70,20 @@ class Artifact:
     path: str  # the file a runtime opens
     files: list[FileEntry]  # every file of the artifact (ONNX external data included)
     lossy: bool = False
-    parity: Parity | None = None
+    parity: Parity | None = None  # with run-time task adapters: the worst task's
+    task_parity: dict[str, Parity] = field(default_factory=dict)  # per task, when there are
 
     @property
     def bytes(self) -> int:
         return sum(entry.bytes for entry in self.files)
+
+
+@dataclass
+class TaskAdapter:
+    """One task's LoRA adapter, in each form the bundle's artifacts load (formats.py)."""
+
+    task: str
+    files: list[FileEntry]
 
 
 @dataclass
@@ -110,7 +119,7 @@ class ParityProbe:
     oracle: str  # e.g. "sentence-transformers 5.1.0"
     probes: int  # probe texts, and oracle rows
     max_tokens: int  # probes are cut (on the right, keeping EOS) at this many tokens
-    files: list[str] = field(default_factory=lambda: list(PARITY_FILES))
+    files: list[str] = field(default_factory=lambda: [layout.PROBES, layout.ORACLE])
 
 
 @dataclass
@@ -145,6 +154,10 @@ class Manifest:
     normalize: bool = True
     parity_probe: ParityProbe | None = None  # set once the oracle's vectors are stored
     calibration: OutputCalibration | None = None  # int8/uint8 output ranges (None: not offered)
+    # Tasks served with run-time LoRA adapters, the default first (empty: the weights are one
+    # task's, merged: source.task); each task's adapter files in `adapters`.
+    tasks: list[str] = field(default_factory=list)
+    adapters: list[TaskAdapter] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def artifact(self, name: str) -> Artifact:
@@ -153,6 +166,22 @@ class Manifest:
                 return artifact
         raise BundleError(f"bundle has no artifact {name!r}; it has "
                           f"{', '.join(a.name for a in self.artifacts) or 'none'}")
+
+    @property
+    def default_task(self) -> str | None:
+        """The task a request without one gets: the first run-time task, else the merged one."""
+        return self.tasks[0] if self.tasks else self.source.task
+
+    def adapter(self, task: str) -> TaskAdapter:
+        for adapter in self.adapters:
+            if adapter.task == task:
+                return adapter
+        raise BundleError(f"bundle has no adapter for task {task!r}; it has "
+                          f"{', '.join(self.tasks) or 'none'}")
+
+    def parity_files(self) -> list[str]:
+        """The probes and one oracle per task (one oracle without run-time tasks)."""
+        return [layout.PROBES, *(layout.oracle_file(t) for t in (self.tasks or [None]))]
 
     def check_servable(self) -> None:
         """Refuse, in one line, what the manifest promises but no runtime does."""
@@ -217,8 +246,9 @@ class Manifest:
         if layout.TOKENIZER not in [f.path for f in self.tokenizer.files]:
             problems.append(f"tokenizer.files does not list {layout.TOKENIZER}")
         problems += self._artifact_problems() + self._parity_probe_problems() \
-            + self._calibration_problems()
-        for entry in [*self.tokenizer.files, *(f for a in self.artifacts for f in a.files)]:
+            + self._calibration_problems() + self._task_problems()
+        for entry in [*self.tokenizer.files, *(f for a in self.artifacts for f in a.files),
+                      *(f for a in self.adapters for f in a.files)]:
             if not layout.is_bundle_path(entry.path):
                 problems.append(f"file {entry.path!r} is not a plain path inside the bundle")
             if entry.bytes < 0 or len(entry.sha256) != 64:
@@ -251,6 +281,12 @@ class Manifest:
             elif artifact.parity is not None and not artifact.parity.passed:
                 problems.append(f"artifact {artifact.name} missed its parity bar at export "
                                 f"(min cosine {artifact.parity.min_cosine})")
+            elif sorted(artifact.task_parity) != sorted(self.tasks if artifact.parity else []):
+                problems.append(f"artifact {artifact.name} records parity for tasks "
+                                f"{sorted(artifact.task_parity)}, not for {sorted(self.tasks)}")
+            elif any(p.bar < spec.bar or not p.passed for p in artifact.task_parity.values()):
+                problems.append(f"artifact {artifact.name}'s parity for a task is under its "
+                                f"format's bar {spec.bar}")
         if len({a.name for a in self.artifacts}) != len(self.artifacts):
             problems.append("an artifact is listed twice")
         if self.artifacts and self.parity_probe is None:
@@ -262,8 +298,8 @@ class Manifest:
         if probe is None:
             return []
         problems = []
-        if probe.files != PARITY_FILES:
-            problems.append(f"parity_probe.files {probe.files} must be {PARITY_FILES}")
+        if probe.files != self.parity_files():
+            problems.append(f"parity_probe.files {probe.files} must be {self.parity_files()}")
         if probe.probes < 1:
             problems.append(f"parity_probe.probes {probe.probes} is not positive")
         if not 1 <= probe.max_tokens <= self.max_input_tokens:
@@ -288,6 +324,28 @@ class Manifest:
                     for values in (bounds.min, bounds.max)):
                 problems.append(f"calibration.ranges[{dims!r}] is not min/max lists of "
                                 f"{dims} finite numbers for a Matryoshka size")
+        return problems
+
+
+    def _task_problems(self) -> list[str]:
+        if not self.tasks and not self.adapters:
+            return []
+        problems = []
+        if len(set(self.tasks)) != len(self.tasks) or not all(
+                re.fullmatch(r"[a-z][a-z0-9-]*", task) for task in self.tasks):
+            problems.append(f"tasks {self.tasks} must be distinct lower-case names")
+        if self.source.task is not None:
+            problems.append("a bundle with run-time tasks names no merged source.task")
+        if sorted(a.task for a in self.adapters) != sorted(self.tasks):
+            problems.append(f"adapters are for tasks {sorted(a.task for a in self.adapters)}, "
+                            f"not for the tasks {sorted(self.tasks)}")
+        families = {formats.FORMATS[a.name].family for a in self.artifacts
+                    if a.name in formats.FORMATS}
+        for adapter in self.adapters:
+            needed = {family.adapter_path(adapter.task) for family in families}
+            missing = needed - {f.path for f in adapter.files}
+            if missing:
+                problems.append(f"the {adapter.task} adapter lacks {', '.join(sorted(missing))}")
         return problems
 
 
@@ -325,7 +383,7 @@ def verify_files(bundle_dir: Path, entries: list[FileEntry],
 def verify_bundle(bundle_dir: Path, manifest: Manifest, artifacts: list[str] | None = None,
                   sha256: Callable[[Path], str] = sha256_file) -> None:
     """Raise BundleError unless the tokenizer and the named (default: all) artifacts match."""
-    entries = list(manifest.tokenizer.files)
+    entries = [*manifest.tokenizer.files, *(f for a in manifest.adapters for f in a.files)]
     for artifact in manifest.artifacts:
         if artifacts is None or artifact.name in artifacts:
             entries.extend(artifact.files)

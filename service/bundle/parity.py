@@ -54,19 +54,21 @@ def check(bundle: Bundle) -> None:
     if count != parity_probe(bundle).probes:
         raise BundleError(f"{layout.PROBES} holds {count} probes, the manifest says "
                           f"{parity_probe(bundle).probes}")
-    oracle_vectors(bundle, mmap=True)
+    for task in bundle.manifest.tasks or [None]:
+        oracle_vectors(bundle, task, mmap=True)
 
 
-def oracle_vectors(bundle: Bundle, mmap: bool = False) -> np.ndarray:
-    """The oracle's vectors for the probes: one row per probe, hidden_size columns (`mmap`:
-    mapped, not read)."""
+def oracle_vectors(bundle: Bundle, task: str | None = None, mmap: bool = False) -> np.ndarray:
+    """The oracle's vectors for the probes under `task` (None: the bundle's one merged task):
+    one row per probe, hidden_size columns (`mmap`: mapped, not read)."""
     probe, manifest = parity_probe(bundle), bundle.manifest
+    name = layout.oracle_file(task)
     try:
-        vectors = np.load(bundle.root / layout.ORACLE, allow_pickle=False,
+        vectors = np.load(bundle.root / name, allow_pickle=False,
                           mmap_mode="r" if mmap else None)
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{layout.ORACLE}: unreadable: {exc}") from exc
+        raise BundleError(f"{name}: unreadable: {exc}") from exc
     if vectors.shape != (probe.probes, manifest.hidden_size):
-        raise BundleError(f"{layout.ORACLE} has shape {vectors.shape}, the manifest says "
+        raise BundleError(f"{name} has shape {vectors.shape}, the manifest says "
                           f"({probe.probes}, {manifest.hidden_size})")
     return vectors

@@ -37,11 +37,13 @@ class _Item:
     index: int
     ids: list[int]
     enqueued: float
+    task: str | None  # the task adapter it runs with (None: the default)
 
 
-def checked_batch(runtime: Runtime, sequences: list[list[int]]) -> np.ndarray:
+def checked_batch(runtime: Runtime, sequences: list[list[int]], task: str | None = None
+                  ) -> np.ndarray:
     """One forward pass whose every value is finite: a NaN is a failed batch, never an answer."""
-    vectors = runtime.embed_batch(sequences)
+    vectors = runtime.embed_batch(sequences, task)
     if vectors.shape[0] != len(sequences):
         raise RuntimeFailure(f"the runtime returned {vectors.shape[0]} vectors for "
                              f"{len(sequences)} inputs")
@@ -72,8 +74,8 @@ class Scheduler:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="embedrpc-scheduler")
 
-    async def embed(self, sequences: list[list[int]], wait_for_room: bool = False
-                    ) -> np.ndarray:
+    async def embed(self, sequences: list[list[int]], wait_for_room: bool = False,
+                    task: str | None = None) -> np.ndarray:
         """Vectors for `sequences`, in order, once every one has been through a batch.
 
         A full queue is RESOURCE_EXHAUSTED at once, or, with `wait_for_room` (a stream's
@@ -94,7 +96,7 @@ class Scheduler:
         job = _Job(asyncio.get_running_loop().create_future(), [None] * len(sequences),
                    len(sequences))
         now = time.monotonic()
-        self._pending.extend(_Item(job, i, ids, now) for i, ids in enumerate(sequences))
+        self._pending.extend(_Item(job, i, ids, now, task) for i, ids in enumerate(sequences))
         self._queue_changed()
         self._wake.set()
         try:
@@ -134,10 +136,14 @@ class Scheduler:
         self._queue_changed()
 
     def _take_batch(self) -> list[_Item]:
-        """A batch from the PICK_WINDOW oldest inputs: bounded work per pick, however deep the
-        queue (a pick over 10,000 queued inputs once took 7.6 ms)."""
+        """A batch from the PICK_WINDOW oldest inputs of the oldest input's task (a batch runs
+        one adapter): bounded work per pick, however deep the queue (a pick over 10,000 queued
+        inputs once took 7.6 ms)."""
         window = self._pending[:PICK_WINDOW]
-        chosen = take_batch([len(item.ids) for item in window], self.runtime.policy)
+        task = window[0].task
+        same = [i for i, item in enumerate(window) if item.task == task]
+        chosen = [same[i] for i in take_batch([len(window[i].ids) for i in same],
+                                              self.runtime.policy)]
         taken = set(chosen)
         batch = [window[i] for i in chosen]
         self._pending[:PICK_WINDOW] = [item for i, item in enumerate(window) if i not in taken]
@@ -157,7 +163,8 @@ class Scheduler:
             started = time.monotonic()
             try:
                 vectors = await loop.run_in_executor(self._executor, checked_batch,
-                                                     self.runtime, [item.ids for item in batch])
+                                                     self.runtime, [item.ids for item in batch],
+                                                     batch[0].task)
             except Exception as exc:  # any runtime failure fails the batch's requests
                 self._fail(batch, exc)
                 continue

@@ -20,7 +20,7 @@ def embed_options(request) -> EmbedOptions:
         truncation=enums.truncation(request.truncation),
         dimensions=request.dimensions if request.HasField("dimensions") else None,
         normalize=request.normalize if request.HasField("normalize") else None,
-        encoding=enums.encoding(request.encoding))
+        encoding=enums.encoding(request.encoding), task=request.adapter or None)
 
 
 def usage(token_counts: list[int]) -> pb.Usage:
@@ -66,7 +66,7 @@ class EmbeddingServicer(pb_grpc.EmbeddingServiceServicer):
             matryoshka_dimensions=info.matryoshka_dims, max_input_tokens=info.max_input_tokens,
             prompts=info.prompts, default_prompt_name=info.default_prompt_name,
             max_batch_tokens=info.max_batch_tokens, max_queue=info.max_queue,
-            server_version=info.server_version)
+            server_version=info.server_version, tasks=info.tasks)
 
     async def _embed(self, request, wait_for_room: bool = False) -> pb.EmbedResponse:
         embedded = await self.embedder.embed(list(request.inputs), embed_options(request),

@@ -36,8 +36,9 @@ FLOAT, BASE64 = "float", "base64"
 # The prompt a task convention names.
 INPUT_TYPES = {"query": "query", "search_query": "query", "document": "document",
                "passage": "document", "search_document": "document"}
-TASKS = {"retrieval.query": "query", "retrieval.passage": "document",
-         "retrieval.document": "document"}
+# Jina's `task`: a model task, or "<task>.<side>" naming the prompt too.
+SIDES = {"query": "query", "passage": "document", "document": "document"}
+UNKNOWN_TASK_ALIAS = "retrieval"
 TRUNCATION_DIRECTIONS = {"right": Truncation.RIGHT, "left": Truncation.LEFT}
 # The core's names of a request's parts, as this API names them.
 PARAMS = {"inputs": "input", "dimensions": "dimensions", "prompt_name": "input_type",
@@ -74,11 +75,14 @@ def routes(front: HttpFront) -> list:
             raise RequestError(ErrorKind.NOT_FOUND,
                                f"The model `{model}` does not exist: this server serves "
                                f"{', '.join(repr(n) for n in names)}", "model")
+        manifest = exchange.embedder.manifest
         encoding = body.get("encoding_format", FLOAT)
         if encoding not in (FLOAT, BASE64):
             raise invalid(f"encoding_format must be 'float' or 'base64', not {encoding!r}",
                           "encoding_format")
-        options = _options(body, exchange.embedder.manifest.prompts)
+        options = _options(body, manifest.prompts,
+                           [*manifest.tasks, *filter(None, [manifest.source.task])],
+                           names[model])
         texts = await exchange.embedder.decode_inputs(_inputs(body.get("input")))
         embedded = await exchange.embedder.embed(texts, options)
         tokens = sum(embedded.token_counts)
@@ -110,24 +114,51 @@ def _model(name: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "embedrpc"}
 
 
-def _options(body: dict, prompts: dict[str, str]) -> EmbedOptions:
+def _options(body: dict, prompts: dict[str, str], tasks: list[str],
+             model_task: str | None) -> EmbedOptions:
+    """`model_task`: the task the requested model name stands for (None: the default)."""
     prompt = None
-    tasks = {**TASKS, **{name: name for name in prompts}}  # a task may name a prompt
-    for field, table in (("input_type", INPUT_TYPES), ("task", tasks)):
-        value = body.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, str) or value not in table:
-            raise invalid(f"{field} must be one of {', '.join(table)}, not {value!r}", field)
-        named = table[value]
-        if prompt is not None and named != prompt:
-            raise invalid(f"input_type and task disagree ({prompt!r} and {named!r})", field)
-        prompt = named
+    value = body.get("input_type")
+    if value is not None:
+        if not isinstance(value, str) or value not in INPUT_TYPES:
+            raise invalid(f"input_type must be one of {', '.join(INPUT_TYPES)}, not {value!r}",
+                          "input_type")
+        prompt = INPUT_TYPES[value]
+    task = model_task
+    value = body.get("task")
+    if value is not None:
+        named_task, named_prompt = _task(value, prompts, tasks)
+        if prompt is not None and named_prompt is not None and named_prompt != prompt:
+            raise invalid(f"input_type and task disagree ({prompt!r} and {named_prompt!r})",
+                          "task")
+        if task is not None and named_task is not None and named_task != task:
+            raise invalid(f"the model names task {task!r}, the task field {named_task!r}",
+                          "task")
+        prompt, task = prompt or named_prompt, task or named_task
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int)
                                    or isinstance(dimensions, bool)):
         raise invalid(f"dimensions must be an integer, not {dimensions!r}", "dimensions")
-    return EmbedOptions(prompt_name=prompt, truncation=_truncation(body), dimensions=dimensions)
+    return EmbedOptions(prompt_name=prompt, truncation=_truncation(body), dimensions=dimensions,
+                        task=task)
+
+
+def _task(value, prompts: dict[str, str], tasks: list[str]) -> tuple[str | None, str | None]:
+    """(model task, prompt name) that a `task` field names: a prompt ("query"), a task
+    ("text-matching"), or both, as Jina writes them ("retrieval.query", "retrieval.passage").
+    A bundle that does not know its task takes "retrieval.<side>" for the prompt alone (the
+    served model is a retrieval one unless its manifest says otherwise)."""
+    named = tasks or [UNKNOWN_TASK_ALIAS]
+    known = [*prompts, *tasks, *(f"{t}.{s}" for t in named for s in SIDES)]
+    if isinstance(value, str):
+        if value in prompts:
+            return None, value
+        if value in tasks:
+            return value, None
+        task, _, side = value.rpartition(".")
+        if task in named and side in SIDES:
+            return (task if tasks else None), SIDES[side]
+    raise invalid(f"task must be one of {', '.join(known)}, not {value!r}", "task")
 
 
 def _truncation(body: dict) -> Truncation:

@@ -48,7 +48,9 @@ class Family:
 @dataclass(frozen=True)
 class HttpSettings:
     body_limit: int  # bytes; more is 413
-    model_names: tuple[str, ...]  # the served model's name first, then its aliases
+    # Model names the OpenAI routes answer to, the served name first, each with the task it
+    # stands for (None: the default): aliases, and "<name>-<task>" per run-time task.
+    model_names: dict[str, str | None]
 
 
 Handler = Callable[[Request, "Exchange"], Awaitable[Response]]

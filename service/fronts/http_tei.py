@@ -104,7 +104,8 @@ def routes(front: HttpFront) -> list:
         model = exchange.embedder.info()
         return json_response({
             "model_id": model.model, "model_sha": model.revision or None,
-            "model_dtype": model.precision, "served_model_name": front.settings.model_names[0],
+            "model_dtype": model.precision,
+            "served_model_name": next(iter(front.settings.model_names)),
             "model_type": {"embedding": {"pooling": "last_token"}},
             "max_concurrent_requests": model.max_queue,
             "max_input_length": model.max_input_tokens,

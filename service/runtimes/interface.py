@@ -16,6 +16,8 @@ from embedrpc.service.errors import EmbedrpcError
 from embedrpc.service.runtimes.batching import BatchPolicy, plan_batches
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from embedrpc.service.bundle.bundle import Bundle
     from embedrpc.service.bundle.manifest import Artifact
 
@@ -52,6 +54,25 @@ class RuntimeOptions:
 DEFAULT_OPTIONS = RuntimeOptions()
 
 
+def task_of(runtime: Runtime, task: str | None) -> str | None:
+    """The adapter a batch runs with: `task`, or the runtime's default; refused (ValueError)
+    when the runtime has no such adapter."""
+    if task is None:
+        return runtime.tasks[0] if runtime.tasks else None
+    if task not in runtime.tasks:
+        raise ValueError(f"this runtime has no adapter for task {task!r} (it has "
+                         f"{', '.join(runtime.tasks) or 'none'})")
+    return task
+
+
+def adapter_files(bundle: "Bundle", family: Family) -> dict[str, "Path"]:
+    """Each run-time task's adapter file in `family`'s form (empty for a merged bundle)."""
+    from embedrpc.service.bundle.layout import inside
+
+    return {task: inside(bundle.root, family.adapter_path(task))
+            for task in bundle.manifest.tasks}
+
+
 def options_for(bundle: "Bundle", **values) -> RuntimeOptions:
     """Runtime options for a bundle: padding on the side its manifest names."""
     return RuntimeOptions(**{"padding_side": bundle.manifest.tokenizer.padding_side, **values})
@@ -70,18 +91,21 @@ class Runtime(abc.ABC):
     precision: str  # the artifact's precision
     artifact: str  # the manifest artifact name in use
     policy: BatchPolicy  # which sequences may share one `embed_batch`
+    tasks: tuple[str, ...] = ()  # run-time task adapters it holds, the default first
 
     @abc.abstractmethod
-    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
-        """One forward pass over `sequences`: float32 [len(sequences), hidden], unit rows."""
+    def embed_batch(self, sequences: list[list[int]], task: str | None = None) -> np.ndarray:
+        """One forward pass over `sequences` with `task`'s adapter (None: the default task;
+        a runtime without adapters takes None only): float32 [len(sequences), hidden], unit
+        rows."""
 
-    def embed(self, sequences: list[list[int]]) -> np.ndarray:
+    def embed(self, sequences: list[list[int]], task: str | None = None) -> np.ndarray:
         """Embed any number of sequences, batched by the runtime's policy, in input order."""
         if not sequences:
             raise ValueError("no sequences to embed")
         out: np.ndarray | None = None
         for batch in plan_batches([len(s) for s in sequences], self.policy):
-            vectors = self.embed_batch([sequences[i] for i in batch])
+            vectors = self.embed_batch([sequences[i] for i in batch], task)
             if out is None:
                 out = np.empty((len(sequences), vectors.shape[1]), dtype=np.float32)
             out[batch] = vectors

@@ -38,6 +38,8 @@ from embedrpc.service.runtimes.interface import (
     RuntimeSpec,
     Setting,
     Tier,
+    adapter_files,
+    task_of,
 )
 
 KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type ids
@@ -103,7 +105,11 @@ def quiet_logs(llama_cpp) -> None:
 
 class LlamaCppRuntime(Runtime):
     def __init__(self, model_path: Path, *, artifact: str, precision: str,
-                 options: RuntimeOptions = DEFAULT_OPTIONS, max_sequences: int = 64):
+                 options: RuntimeOptions = DEFAULT_OPTIONS, max_sequences: int = 64,
+                 adapters: dict[str, Path] | None = None):
+        """`adapters`: run-time task adapters (llama.cpp LoRA GGUFs) by task, the default
+        first; each context runs with the task's adapter set (a switch re-reserves llama.cpp's
+        compute graph, ~4 ms at 28 layers; the weights stay)."""
         try:
             import llama_cpp
         except ImportError as exc:
@@ -122,6 +128,16 @@ class LlamaCppRuntime(Runtime):
         self._model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
         if not self._model:
             raise RuntimeFailure(f"llama.cpp cannot load {model_path}")
+        self.tasks = tuple(adapters or ())
+        self._adapters = {}  # freed with the model
+        for task, path in (adapters or {}).items():
+            adapter = llama_cpp.llama_adapter_lora_init(self._model, str(path).encode())
+            if not adapter:
+                llama_cpp.llama_model_free(self._model)
+                self._model = None
+                raise RuntimeFailure(f"llama.cpp cannot load the adapter {path}")
+            self._adapters[task] = adapter
+        self._ctx_task: str | None = None  # the adapter set on the pass context
         self._kv_type = KV_TYPES[kv_type]
         self._threads = options.threads or os.cpu_count() or 1
         # Every pass is at most `pass_tokens` long, so attention spans one pass, not the whole
@@ -161,7 +177,8 @@ class LlamaCppRuntime(Runtime):
         params.n_threads = params.n_threads_batch = self._threads
         return llama_cpp.llama_init_from_model(self._model, params)
 
-    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+    def embed_batch(self, sequences: list[list[int]], task: str | None = None) -> np.ndarray:
+        task = task_of(self, task)
         # llama.cpp aborts the whole process past its context: refuse here instead.
         longest = max(len(s) for s in sequences)
         if longest > self.max_tokens:
@@ -169,12 +186,15 @@ class LlamaCppRuntime(Runtime):
                              f"{self.max_tokens} tokens; it is not truncated here")
         total = sum(len(s) for s in sequences)
         if len(sequences) == 1 and total > self.pass_tokens:
-            return self._embed_long(sequences[0])
+            return self._embed_long(sequences[0], task)
         if total > self.pass_tokens or len(sequences) > self.context_sequences:
             raise ValueError(f"batch of {len(sequences)} sequences / {total} tokens exceeds "
                              f"a pass's {self.context_sequences} sequences / "
                              f"{self.pass_tokens} tokens")
         ctx = self._pass_context()
+        if task != self._ctx_task:
+            self._set_adapter(ctx, task)
+            self._ctx_task = task
         self._clear(ctx)
         self._decode(ctx, [(seq_id, 0, s) for seq_id, s in enumerate(sequences)])
         return _unit_rows([self._pooled(ctx, seq_id) for seq_id in range(len(sequences))])
@@ -191,9 +211,19 @@ class LlamaCppRuntime(Runtime):
     def _release_pass_context(self) -> None:
         if self._ctx is not None:
             self._llama.llama_free(self._ctx)
-            self._ctx = None
+            self._ctx, self._ctx_task = None, None
 
-    def _embed_long(self, sequence: list[int]) -> np.ndarray:
+    def _set_adapter(self, ctx, task: str | None) -> None:
+        """Run `ctx` with `task`'s adapter at scale 1 (the file's alpha / r applies)."""
+        if task is None:
+            return
+        llama_cpp = self._llama
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[task])
+        scales = (ctypes.c_float * 1)(1.0)
+        if llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
+            raise RuntimeFailure(f"llama.cpp could not apply the {task} adapter")
+
+    def _embed_long(self, sequence: list[int], task: str | None) -> np.ndarray:
         """One input longer than a pass: a context of its own, filled a pass at a time (the
         KV cache carries the earlier passes). Only one context exists at a time (the pass
         context is made again for the next batch), so peak memory is the larger one's."""
@@ -202,6 +232,7 @@ class LlamaCppRuntime(Runtime):
         if not ctx:
             raise RuntimeFailure(f"llama.cpp cannot create a context of {len(sequence)} tokens")
         try:
+            self._set_adapter(ctx, task)
             for start in range(0, len(sequence), self.pass_tokens):
                 self._decode(ctx, [(0, start, sequence[start:start + self.pass_tokens])])
             return _unit_rows([self._pooled(ctx, 0)])
@@ -266,7 +297,8 @@ def _unit_rows(rows: list[np.ndarray]) -> np.ndarray:
 
 def _open(bundle, artifact, options: RuntimeOptions) -> LlamaCppRuntime:
     return LlamaCppRuntime(bundle.path_of(artifact), artifact=artifact.name,
-                           precision=artifact.precision, options=options)
+                           precision=artifact.precision, options=options,
+                           adapters=adapter_files(bundle, formats.GGUF))
 
 
 def _available() -> tuple[bool, str]:

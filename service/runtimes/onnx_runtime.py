@@ -11,7 +11,9 @@ served at 0.44x raw before this bound); a GPU gains from wide batches.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +27,9 @@ from embedrpc.service.runtimes.interface import (
     RuntimeOptions,
     RuntimeSpec,
     Tier,
+    adapter_files,
     pad,
+    task_of,
 )
 
 CPU_PROVIDERS = ["CPUExecutionProvider"]
@@ -34,7 +38,10 @@ CUDA_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 class OnnxRuntime(Runtime):
     def __init__(self, model_path, *, artifact: str, precision: str, pad_token_id: int,
-                 options: RuntimeOptions = DEFAULT_OPTIONS, cuda: bool = False):
+                 options: RuntimeOptions = DEFAULT_OPTIONS, cuda: bool = False,
+                 adapters: dict[str, Path] | None = None):
+        """`adapters`: run-time task adapters (onnxruntime's adapter files, mapped, not copied)
+        by task, the default first; the graph then takes them as inputs (export/lora.py)."""
         import onnxruntime as ort
 
         if options.padding_side not in ("left", "right"):
@@ -42,6 +49,9 @@ class OnnxRuntime(Runtime):
                              f"{options.padding_side!r}")
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # An adapter-taking graph's rank-0 defaults are overridable initializers, which
+        # onnxruntime warns about once each (hundreds of lines at the 0.6B shape).
+        session_options.log_severity_level = 3
         if options.threads:
             session_options.intra_op_num_threads = options.threads
         try:
@@ -61,14 +71,35 @@ class OnnxRuntime(Runtime):
                                   else None,
                                   max_padding_ratio=None if on_cuda else CPU_MAX_PADDING_RATIO)
         self._ort = ort
+        self.tasks = tuple(adapters or ())
+        # RunOptions hold their adapter by a raw pointer: the adapters must live as long.
+        self._adapters = {task: self._loaded(path) for task, path in (adapters or {}).items()}
+        self._run_options = {task: self._activating(adapter)
+                             for task, adapter in self._adapters.items()}
 
-    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+    def _loaded(self, path: Path):
+        adapter = self._ort.LoraAdapter()
+        try:
+            adapter.Load(str(path))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise RuntimeFailure(f"cannot load the adapter {path}: {exc}") from exc
+        return adapter
+
+    def _activating(self, adapter):
+        """RunOptions that apply one task's adapter to every run given them."""
+        run_options = self._ort.RunOptions()
+        run_options.add_active_adapter(adapter)
+        return run_options
+
+    def embed_batch(self, sequences: list[list[int]], task: str | None = None) -> np.ndarray:
         ids, mask = pad(sequences, self.pad_token_id, self.padding_side)
-        if self.name == CUDA.name:
+        run_options = self._run_options.get(task_of(self, task))
+        if self.name == CUDA.name and run_options is None:
             vectors = self._run_on_cuda(ids, mask)
-        else:
+        else:  # with an adapter: onnxruntime feeds its tensors (IO binding would skip them)
             (vectors,) = self._session.run(["embeddings"],
-                                           {"input_ids": ids, "attention_mask": mask})
+                                           {"input_ids": ids, "attention_mask": mask},
+                                           run_options)
         vectors = np.asarray(vectors, dtype=np.float32)
         # The graph normalises already; again in float32, for the fp16 graph's rounding.
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -88,23 +119,23 @@ def _open(bundle, artifact, options: RuntimeOptions, *, cuda: bool) -> OnnxRunti
     return OnnxRuntime(bundle.path_of(artifact), artifact=artifact.name,
                        precision=artifact.precision,
                        pad_token_id=bundle.manifest.tokenizer.pad_token_id, options=options,
-                       cuda=cuda)
+                       cuda=cuda, adapters=adapter_files(bundle, formats.ONNX))
 
 
 def _cpu_available() -> tuple[bool, str]:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    # Found, not imported: a native library that crashes on import here (onnxruntime under
+    # qemu-user reading an x86 /proc/cpuinfo) must fail its self-check child, not the server.
+    if importlib.util.find_spec("onnxruntime") is None:
         return False, "onnxruntime is not installed"
     return True, "onnxruntime is installed"
 
 
 def cuda_available() -> tuple[bool, str]:
-    try:
-        import onnxruntime
-    except ImportError:
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
         return False, "onnxruntime is not installed"
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    if not any(capi.glob("libonnxruntime_providers_cuda*")):
         return False, "onnxruntime has no CUDA execution provider (install the gpu extra)"
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False, "CUDA_VISIBLE_DEVICES hides every GPU"

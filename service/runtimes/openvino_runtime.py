@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +32,9 @@ from embedrpc.service.runtimes.interface import (
     RuntimeOptions,
     RuntimeSpec,
     Tier,
+    adapter_files,
     pad,
+    task_of,
 )
 
 PADDING_SIDE = "right"
@@ -59,7 +62,10 @@ def native_bf16(core) -> bool:
 
 class OpenVinoRuntime(Runtime):
     def __init__(self, model_path, *, artifact: str, precision: str, pad_token_id: int,
-                 options: RuntimeOptions = DEFAULT_OPTIONS):
+                 options: RuntimeOptions = DEFAULT_OPTIONS,
+                 adapters: dict[str, Path] | None = None):
+        """`adapters`: run-time task adapters by task (the ONNX graph's adapter files: the IR
+        has the same LoRA inputs), the default first."""
         try:
             import openvino
         except ImportError as exc:
@@ -90,18 +96,42 @@ class OpenVinoRuntime(Runtime):
         self.pad_token_id = pad_token_id
         self.policy = BatchPolicy(options.max_batch_tokens,
                                   max_padding_ratio=CPU_MAX_PADDING_RATIO)
+        self.tasks = tuple(adapters or ())
+        self._adapters = {task: _adapter_tensors(openvino, path)
+                          for task, path in (adapters or {}).items()}
+        self._bound: str | None = None
 
-    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+    def embed_batch(self, sequences: list[list[int]], task: str | None = None) -> np.ndarray:
         ids, mask = pad(sequences, self.pad_token_id, PADDING_SIDE)
+        task = task_of(self, task)
+        if task != self._bound:  # a switch: the task's tensors, shared, not copied
+            for name, tensor in self._adapters[task].items():
+                self._request.set_tensor(name, tensor)
+            self._bound = task
         result = self._request.infer({"input_ids": ids, "attention_mask": mask})
         vectors = np.asarray(result[self._output], dtype=np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _adapter_tensors(openvino, path: Path) -> dict:
+    """A task's LoRA tensors as OpenVINO tensors over arrays read once from its adapter file."""
+    import onnxruntime
+
+    try:
+        values = onnxruntime.AdapterFormat.read_adapter(str(path)).get_parameters()
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise RuntimeFailure(f"cannot load the adapter {path}: {exc}") from exc
+    # Copied out of the reader's buffers (freed with it), once: the tensors share the copies.
+    return {name: openvino.Tensor(np.array(value.numpy(), dtype=np.float32, copy=True),
+                                  shared_memory=True)
+            for name, value in values.items()}
+
+
 def _open(bundle, artifact, options: RuntimeOptions) -> OpenVinoRuntime:
     return OpenVinoRuntime(bundle.path_of(artifact), artifact=artifact.name,
                            precision=artifact.precision,
-                           pad_token_id=bundle.manifest.tokenizer.pad_token_id, options=options)
+                           pad_token_id=bundle.manifest.tokenizer.pad_token_id, options=options,
+                           adapters=adapter_files(bundle, formats.OPENVINO))
 
 
 def _available() -> tuple[bool, str]:

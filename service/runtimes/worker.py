@@ -10,8 +10,9 @@ starting, every batch is answered UNAVAILABLE at once ("restarting; retry"), nev
 worker that does not say it is ready within START_TIMEOUT_S is killed: a start that hangs is a
 failed start.
 
-Wire format, little-endian. Request: uint32 count, uint32 total tokens, count uint32 lengths,
-total int32 token ids. Reply: uint32 status (0 ok, 1 error) and uint32 size, then `size` bytes:
+Wire format, little-endian. Request: uint32 count, uint32 total tokens, uint32 task bytes,
+the task in UTF-8 (empty: the default), count uint32 lengths, total int32 token ids. Reply:
+uint32 status (0 ok, 1 error) and uint32 size, then `size` bytes:
 for a batch, uint32 rows, uint32 columns and float32 values; for the first reply (ready), a JSON
 description of the runtime; for an error, its message in UTF-8.
 """
@@ -39,6 +40,7 @@ from embedrpc.service.runtimes.interface import (
     RuntimeHealth,
     RuntimeOptions,
     RuntimeUnavailable,
+    task_of,
 )
 from embedrpc.service.runtimes.isolation import signal_name
 
@@ -66,16 +68,18 @@ class WorkerRuntime(Runtime):
         self.name, self.precision = description["name"], description["precision"]
         self.artifact = description["artifact"]
         self.policy = BatchPolicy(**description["policy"])
+        self.tasks = tuple(description["tasks"])
 
     # -- Runtime ------------------------------------------------------------------------------
-    def embed_batch(self, sequences: list[list[int]]) -> np.ndarray:
+    def embed_batch(self, sequences: list[list[int]], task: str | None = None) -> np.ndarray:
+        task = task_of(self, task)  # refused here, before the worker sees it
         with self._lock:
             process = self._process
             if process is None:
                 raise RuntimeUnavailable(f"the inference worker is restarting "
                                          f"({self._down_reason}); retry")
             try:
-                _send_batch(process.stdin, sequences)
+                _send_batch(process.stdin, sequences, task)
                 status, body = _receive(process.stdout)
             except (BrokenPipeError, EOFError, ValueError):
                 reason = self._crashed(process)
@@ -205,11 +209,12 @@ def _read_exactly(stream, size: int) -> bytes:
     return data
 
 
-def _send_batch(stream, sequences: list[list[int]]) -> None:
+def _send_batch(stream, sequences: list[list[int]], task: str | None) -> None:
     lengths = np.array([len(s) for s in sequences], "<u4")
     tokens = np.fromiter((t for s in sequences for t in s), "<i4", int(lengths.sum()))
-    stream.write(struct.pack("<II", len(sequences), int(lengths.sum())) + lengths.tobytes()
-                 + tokens.tobytes())
+    name = (task or "").encode()
+    stream.write(struct.pack("<III", len(sequences), int(lengths.sum()), len(name)) + name
+                 + lengths.tobytes() + tokens.tobytes())
     stream.flush()
 
 
@@ -241,20 +246,21 @@ def _serve(spec: dict) -> int:
         _reply(replies, ERROR, f"cannot open {spec['artifact']}: {exc}".encode())
         return 1
     _reply(replies, OK, json.dumps({"name": runtime.name, "precision": runtime.precision,
-                                    "artifact": runtime.artifact,
+                                    "artifact": runtime.artifact, "tasks": runtime.tasks,
                                     "policy": asdict(runtime.policy)}).encode())
     while True:
         try:
-            count, total = struct.unpack("<II", _read_exactly(requests, 8))
+            count, total, task_bytes = struct.unpack("<III", _read_exactly(requests, 12))
         except EOFError:
             runtime.close()
             return 0
+        task = _read_exactly(requests, task_bytes).decode() or None
         lengths = np.frombuffer(_read_exactly(requests, 4 * count), "<u4")
         tokens = np.frombuffer(_read_exactly(requests, 4 * total), "<i4").tolist()
         bounds = [0, *np.cumsum(lengths, dtype=np.int64).tolist()]
         sequences = [tokens[bounds[i]:bounds[i + 1]] for i in range(count)]
         try:
-            vectors = np.ascontiguousarray(runtime.embed_batch(sequences), np.float32)
+            vectors = np.ascontiguousarray(runtime.embed_batch(sequences, task), np.float32)
         except Exception as exc:  # the batch fails; the worker serves on
             _reply(replies, ERROR, str(exc).encode())
             continue

@@ -27,11 +27,11 @@ if _TARGET:
     _AT = os.environ.get("EMBEDRPC_TEST_CRASH_AT", "embed")
 
     def _hang_on_long(embed_batch):
-        def embed(sequences):
+        def embed(sequences, task=None):
             if max(map(len, sequences)) >= HANG_TOKENS:
                 open(os.environ["EMBEDRPC_TEST_HANG_MARK"], "w").close()
                 time.sleep(3600)
-            return embed_batch(sequences)
+            return embed_batch(sequences, task)
         return embed
 
     def _open_faulty_runtime(bundle, artifact_name, *args, **kwargs):
@@ -43,7 +43,7 @@ if _TARGET:
             time.sleep(float(os.environ["EMBEDRPC_TEST_SLOW_S"]))
         runtime = _open_runtime(bundle, artifact_name, *args, **kwargs)
         if _AT == "embed":
-            runtime.embed_batch = lambda sequences: ctypes.string_at(0)
+            runtime.embed_batch = lambda sequences, task=None: ctypes.string_at(0)
         elif _AT == "hang-long":
             runtime.embed_batch = _hang_on_long(runtime.embed_batch)
         return runtime

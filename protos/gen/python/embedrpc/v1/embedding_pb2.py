@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65mbedrpc/v1/embedding.proto\x12\x0b\x65mbedrpc.v1\"\xef\x01\n\x0c\x45mbedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x1f\n\x04task\x18\x03 \x01(\x0e\x32\x11.embedrpc.v1.Task\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tnormalize\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12+\n\ntruncation\x18\x06 \x01(\x0e\x32\x17.embedrpc.v1.Truncation\x12\'\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x15.embedrpc.v1.EncodingB\r\n\x0b_dimensionsB\x0c\n\n_normalize\"+\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0e\n\x06packed\x18\x02 \x01(\x0c\"9\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x1a\n\x12input_token_counts\x18\x02 \x03(\r\"\xb6\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\nembeddings\x18\x02 \x03(\x0b\x32\x16.embedrpc.v1.Embedding\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.embedrpc.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\'\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x15.embedrpc.v1.Encoding\"o\n\x0fTokenizeRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x1f\n\x04task\x18\x02 \x01(\x0e\x32\x11.embedrpc.v1.Task\x12+\n\ntruncation\x18\x03 \x01(\x0e\x32\x17.embedrpc.v1.Truncation\"-\n\x0eTokenizedInput\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\x0e\n\x06tokens\x18\x02 \x03(\t\"c\n\x10TokenizeResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.embedrpc.v1.TokenizedInput\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.embedrpc.v1.Usage\"\x10\n\x0eGetInfoRequest\"\xaa\x03\n\x0fGetInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x16\n\x0eruntime_reason\x18\x05 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x06 \x01(\t\x12\x11\n\tprecision\x18\x07 \x01(\t\x12\x13\n\x0bhidden_size\x18\x08 \x01(\r\x12\x1d\n\x15matryoshka_dimensions\x18\t \x03(\r\x12\x18\n\x10max_input_tokens\x18\n \x01(\r\x12:\n\x07prompts\x18\x0b \x03(\x0b\x32).embedrpc.v1.GetInfoResponse.PromptsEntry\x12\x1b\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x0c \x01(\t\x12\x18\n\x10max_batch_tokens\x18\r \x01(\r\x12\x11\n\tmax_queue\x18\x0e \x01(\r\x12\x16\n\x0eserver_version\x18\x0f \x01(\t\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*?\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nTASK_QUERY\x10\x01\x12\x11\n\rTASK_DOCUMENT\x10\x02*S\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10TRUNCATION_RIGHT\x10\x01\x12\x13\n\x0fTRUNCATION_LEFT\x10\x02*\x8c\x01\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NCODING_FLOAT32\x10\x01\x12\x11\n\rENCODING_INT8\x10\x02\x12\x12\n\x0e\x45NCODING_UINT8\x10\x03\x12\x13\n\x0f\x45NCODING_BINARY\x10\x04\x12\x14\n\x10\x45NCODING_UBINARY\x10\x05\x32\xab\x02\n\x10\x45mbeddingService\x12>\n\x05\x45mbed\x12\x19.embedrpc.v1.EmbedRequest\x1a\x1a.embedrpc.v1.EmbedResponse\x12H\n\x0b\x45mbedStream\x12\x19.embedrpc.v1.EmbedRequest\x1a\x1a.embedrpc.v1.EmbedResponse(\x01\x30\x01\x12G\n\x08Tokenize\x12\x1c.embedrpc.v1.TokenizeRequest\x1a\x1d.embedrpc.v1.TokenizeResponse\x12\x44\n\x07GetInfo\x12\x1b.embedrpc.v1.GetInfoRequest\x1a\x1c.embedrpc.v1.GetInfoResponseBO\n\x0f\x64\x65v.embedrpc.v1P\x01Z:github.com/embedrpc/embedrpc/gen/go/embedrpc/v1;embedrpcv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65mbedrpc/v1/embedding.proto\x12\x0b\x65mbedrpc.v1\"\x80\x02\n\x0c\x45mbedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x1f\n\x04task\x18\x03 \x01(\x0e\x32\x11.embedrpc.v1.Task\x12\x17\n\ndimensions\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tnormalize\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12+\n\ntruncation\x18\x06 \x01(\x0e\x32\x17.embedrpc.v1.Truncation\x12\'\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x15.embedrpc.v1.Encoding\x12\x0f\n\x07\x61\x64\x61pter\x18\x08 \x01(\tB\r\n\x0b_dimensionsB\x0c\n\n_normalize\"+\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0e\n\x06packed\x18\x02 \x01(\x0c\"9\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x1a\n\x12input_token_counts\x18\x02 \x03(\r\"\xb6\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\nembeddings\x18\x02 \x03(\x0b\x32\x16.embedrpc.v1.Embedding\x12\x12\n\ndimensions\x18\x03 \x01(\r\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.embedrpc.v1.Usage\x12\r\n\x05model\x18\x05 \x01(\t\x12\'\n\x08\x65ncoding\x18\x06 \x01(\x0e\x32\x15.embedrpc.v1.Encoding\"o\n\x0fTokenizeRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x1f\n\x04task\x18\x02 \x01(\x0e\x32\x11.embedrpc.v1.Task\x12+\n\ntruncation\x18\x03 \x01(\x0e\x32\x17.embedrpc.v1.Truncation\"-\n\x0eTokenizedInput\x12\x0b\n\x03ids\x18\x01 \x03(\r\x12\x0e\n\x06tokens\x18\x02 \x03(\t\"c\n\x10TokenizeResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.embedrpc.v1.TokenizedInput\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.embedrpc.v1.Usage\"\x10\n\x0eGetInfoRequest\"\xb9\x03\n\x0fGetInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0f\n\x07runtime\x18\x04 \x01(\t\x12\x16\n\x0eruntime_reason\x18\x05 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x06 \x01(\t\x12\x11\n\tprecision\x18\x07 \x01(\t\x12\x13\n\x0bhidden_size\x18\x08 \x01(\r\x12\x1d\n\x15matryoshka_dimensions\x18\t \x03(\r\x12\x18\n\x10max_input_tokens\x18\n \x01(\r\x12:\n\x07prompts\x18\x0b \x03(\x0b\x32).embedrpc.v1.GetInfoResponse.PromptsEntry\x12\x1b\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x0c \x01(\t\x12\x18\n\x10max_batch_tokens\x18\r \x01(\r\x12\x11\n\tmax_queue\x18\x0e \x01(\r\x12\x16\n\x0eserver_version\x18\x0f \x01(\t\x12\r\n\x05tasks\x18\x10 \x03(\t\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*?\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nTASK_QUERY\x10\x01\x12\x11\n\rTASK_DOCUMENT\x10\x02*S\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10TRUNCATION_RIGHT\x10\x01\x12\x13\n\x0fTRUNCATION_LEFT\x10\x02*\x8c\x01\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NCODING_FLOAT32\x10\x01\x12\x11\n\rENCODING_INT8\x10\x02\x12\x12\n\x0e\x45NCODING_UINT8\x10\x03\x12\x13\n\x0f\x45NCODING_BINARY\x10\x04\x12\x14\n\x10\x45NCODING_UBINARY\x10\x05\x32\xab\x02\n\x10\x45mbeddingService\x12>\n\x05\x45mbed\x12\x19.embedrpc.v1.EmbedRequest\x1a\x1a.embedrpc.v1.EmbedResponse\x12H\n\x0b\x45mbedStream\x12\x19.embedrpc.v1.EmbedRequest\x1a\x1a.embedrpc.v1.EmbedResponse(\x01\x30\x01\x12G\n\x08Tokenize\x12\x1c.embedrpc.v1.TokenizeRequest\x1a\x1d.embedrpc.v1.TokenizeResponse\x12\x44\n\x07GetInfo\x12\x1b.embedrpc.v1.GetInfoRequest\x1a\x1c.embedrpc.v1.GetInfoResponseBO\n\x0f\x64\x65v.embedrpc.v1P\x01Z:github.com/embedrpc/embedrpc/gen/go/embedrpc/v1;embedrpcv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +34,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.embedrpc.v1P\001Z:github.com/embedrpc/embedrpc/gen/go/embedrpc/v1;embedrpcv1'
   _globals['_GETINFORESPONSE_PROMPTSENTRY']._loaded_options = None
   _globals['_GETINFORESPONSE_PROMPTSENTRY']._serialized_options = b'8\001'
-  _globals['_TASK']._serialized_start=1283
-  _globals['_TASK']._serialized_end=1346
-  _globals['_TRUNCATION']._serialized_start=1348
-  _globals['_TRUNCATION']._serialized_end=1431
-  _globals['_ENCODING']._serialized_start=1434
-  _globals['_ENCODING']._serialized_end=1574
+  _globals['_TASK']._serialized_start=1315
+  _globals['_TASK']._serialized_end=1378
+  _globals['_TRUNCATION']._serialized_start=1380
+  _globals['_TRUNCATION']._serialized_end=1463
+  _globals['_ENCODING']._serialized_start=1466
+  _globals['_ENCODING']._serialized_end=1606
   _globals['_EMBEDREQUEST']._serialized_start=45
-  _globals['_EMBEDREQUEST']._serialized_end=284
-  _globals['_EMBEDDING']._serialized_start=286
-  _globals['_EMBEDDING']._serialized_end=329
-  _globals['_USAGE']._serialized_start=331
-  _globals['_USAGE']._serialized_end=388
-  _globals['_EMBEDRESPONSE']._serialized_start=391
-  _globals['_EMBEDRESPONSE']._serialized_end=573
-  _globals['_TOKENIZEREQUEST']._serialized_start=575
-  _globals['_TOKENIZEREQUEST']._serialized_end=686
-  _globals['_TOKENIZEDINPUT']._serialized_start=688
-  _globals['_TOKENIZEDINPUT']._serialized_end=733
-  _globals['_TOKENIZERESPONSE']._serialized_start=735
-  _globals['_TOKENIZERESPONSE']._serialized_end=834
-  _globals['_GETINFOREQUEST']._serialized_start=836
-  _globals['_GETINFOREQUEST']._serialized_end=852
-  _globals['_GETINFORESPONSE']._serialized_start=855
-  _globals['_GETINFORESPONSE']._serialized_end=1281
-  _globals['_GETINFORESPONSE_PROMPTSENTRY']._serialized_start=1235
-  _globals['_GETINFORESPONSE_PROMPTSENTRY']._serialized_end=1281
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1577
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1876
+  _globals['_EMBEDREQUEST']._serialized_end=301
+  _globals['_EMBEDDING']._serialized_start=303
+  _globals['_EMBEDDING']._serialized_end=346
+  _globals['_USAGE']._serialized_start=348
+  _globals['_USAGE']._serialized_end=405
+  _globals['_EMBEDRESPONSE']._serialized_start=408
+  _globals['_EMBEDRESPONSE']._serialized_end=590
+  _globals['_TOKENIZEREQUEST']._serialized_start=592
+  _globals['_TOKENIZEREQUEST']._serialized_end=703
+  _globals['_TOKENIZEDINPUT']._serialized_start=705
+  _globals['_TOKENIZEDINPUT']._serialized_end=750
+  _globals['_TOKENIZERESPONSE']._serialized_start=752
+  _globals['_TOKENIZERESPONSE']._serialized_end=851
+  _globals['_GETINFOREQUEST']._serialized_start=853
+  _globals['_GETINFOREQUEST']._serialized_end=869
+  _globals['_GETINFORESPONSE']._serialized_start=872
+  _globals['_GETINFORESPONSE']._serialized_end=1313
+  _globals['_GETINFORESPONSE_PROMPTSENTRY']._serialized_start=1267
+  _globals['_GETINFORESPONSE_PROMPTSENTRY']._serialized_end=1313
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1609
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1908
 # @@protoc_insertion_point(module_scope)

@@ -41,7 +41,7 @@ ENCODING_BINARY: Encoding
 ENCODING_UBINARY: Encoding
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("id", "inputs", "task", "dimensions", "normalize", "truncation", "encoding")
+    __slots__ = ("id", "inputs", "task", "dimensions", "normalize", "truncation", "encoding", "adapter")
     ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class EmbedRequest(_message.Message):
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     id: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     task: Task
@@ -56,7 +57,8 @@ class EmbedRequest(_message.Message):
     normalize: bool
     truncation: Truncation
     encoding: Encoding
-    def __init__(self, id: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., task: _Optional[_Union[Task, str]] = ..., dimensions: _Optional[int] = ..., normalize: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+    adapter: str
+    def __init__(self, id: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., task: _Optional[_Union[Task, str]] = ..., dimensions: _Optional[int] = ..., normalize: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., adapter: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values", "packed")
@@ -121,7 +123,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model", "revision", "task", "runtime", "runtime_reason", "artifact", "precision", "hidden_size", "matryoshka_dimensions", "max_input_tokens", "prompts", "default_prompt_name", "max_batch_tokens", "max_queue", "server_version")
+    __slots__ = ("model", "revision", "task", "runtime", "runtime_reason", "artifact", "precision", "hidden_size", "matryoshka_dimensions", "max_input_tokens", "prompts", "default_prompt_name", "max_batch_tokens", "max_queue", "server_version", "tasks")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +146,7 @@ class GetInfoResponse(_message.Message):
     MAX_BATCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     model: str
     revision: str
     task: str
@@ -159,4 +162,5 @@ class GetInfoResponse(_message.Message):
     max_batch_tokens: int
     max_queue: int
     server_version: str
-    def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ..., task: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_reason: _Optional[str] = ..., artifact: _Optional[str] = ..., precision: _Optional[str] = ..., hidden_size: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., max_input_tokens: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., max_batch_tokens: _Optional[int] = ..., max_queue: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., revision: _Optional[str] = ..., task: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_reason: _Optional[str] = ..., artifact: _Optional[str] = ..., precision: _Optional[str] = ..., hidden_size: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., max_input_tokens: _Optional[int] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., max_batch_tokens: _Optional[int] = ..., max_queue: _Optional[int] = ..., server_version: _Optional[str] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
