@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from embedrpc.service.core.cache import DEFAULT_MAX_BYTES as DEFAULT_CACHE_BYTES
 from embedrpc.service.runtimes import registry
 from embedrpc.service.runtimes.selection import AUTO, runtime_choices
 
@@ -42,6 +43,7 @@ class ServerConfig:
     keepalive_seconds: float = 60.0  # ping an idle connection this often; dead peers dropped
     export_cache: str | None = None  # where a model id / checkpoint is exported to
     cache: str | None = None  # embedrpc's cache (self-check verdicts); default cache_dir()
+    cache_bytes: int = DEFAULT_CACHE_BYTES  # the embedding cache's budget; 0: off
     # The runtimes' own settings by name (their RuntimeSpec.settings), e.g. {"kv_type": "f16"}
     runtime_settings: dict = field(default_factory=dict)
 
@@ -80,6 +82,8 @@ _HELP = {
     "export_cache": "directory for bundles exported from a model id or checkpoint",
     "cache": "embedrpc's cache directory: self-check verdicts per host (default "
              "$XDG_CACHE_HOME/embedrpc or ~/.cache/embedrpc)",
+    "cache_bytes": "memory for the embedding cache (vectors of texts already embedded, least "
+                   "recently used out first); 0 turns it off",
 }
 
 

@@ -24,6 +24,7 @@ from embedrpc.service.bundle.bundle import Bundle
 from embedrpc.service.bundle.checksums import FileHashes
 from embedrpc.service.bundle.manifest import MANIFEST_NAME, BundleError, Manifest
 from embedrpc.service.config import ServerConfig, cache_dir
+from embedrpc.service.core.cache import EmbeddingCache, namespace
 from embedrpc.service.core.embedder import Embedder, ServingLimits
 from embedrpc.service.core.health import Health
 from embedrpc.service.core.metrics import Metrics
@@ -196,7 +197,8 @@ class EmbedServer:
         self.scheduler = Scheduler(self.runtime, max_queue=config.max_queue,
                                    metrics=self.metrics, health=self.health)
         self.embedder = Embedder(manifest, self.tokenizer, self.scheduler, self.choice,
-                                 self.limits)
+                                 self.limits, self._embedding_cache(config, manifest),
+                                 self.metrics)
         self.fronts = [EmbeddingServicer(self.embedder, self.metrics)]
         if config.tei_compat:
             self.fronts.append(TeiFront(self.embedder, self.metrics))
@@ -238,12 +240,25 @@ class EmbedServer:
                  if self.metrics_port else "off")
         return self.port
 
+    def _embedding_cache(self, config: ServerConfig, manifest: Manifest) -> EmbeddingCache | None:
+        """The embedding cache, keyed to this bundle's content and the served artifact's files
+        (None when --cache-bytes is 0)."""
+        if not config.cache_bytes:
+            return None
+        artifact = manifest.artifact(self.choice.artifact)
+        space = namespace(manifest.source.content_sha256 or manifest.source.model, artifact.name,
+                          *(f.sha256 for f in artifact.files),
+                          *(f.sha256 for adapter in manifest.adapters for f in adapter.files))
+        return EmbeddingCache(config.cache_bytes, space, self.metrics)
+
     def _http_front(self) -> HttpFront:
         config = self.config
-        names = [config.served_model_name or self.embedder.info().model,
-                 *(name.strip() for name in config.model_aliases.split(",") if name.strip())]
+        served = config.served_model_name or self.embedder.info().model
+        names = dict.fromkeys([served, *(name.strip() for name in config.model_aliases.split(",")
+                                         if name.strip())])
+        names.update({f"{served}-{task}": task for task in self.bundle.manifest.tasks})
         return HttpFront(self.embedder, self.metrics, self.health, self.drain, self.api_keys,
-                         HttpSettings(config.max_message_bytes, tuple(dict.fromkeys(names))))
+                         HttpSettings(config.max_message_bytes, names))
 
     @property
     def services(self) -> list[str]:

@@ -47,7 +47,9 @@ def oracle(checkpoint):
 @pytest.fixture(scope="module", params=RUNTIMES, ids=[r[1] for r in RUNTIMES])
 def served(request, bundle):
     runtime, artifact, bar = request.param
-    server = LoopbackServer(bundle, runtime=runtime, artifact=artifact)
+    # What the runtime and scheduler do with repeated texts: without the embedding cache, which
+    # would answer them (tests/test_cache.py).
+    server = LoopbackServer(bundle, runtime=runtime, artifact=artifact, cache_bytes=0)
     yield server, bar
     server.stop()
 
@@ -55,7 +57,7 @@ def served(request, bundle):
 @pytest.fixture()
 def gated(bundle):
     server = LoopbackServer(bundle, gated=True, runtime="onnx-cpu", artifact="onnx-fp32",
-                            max_queue=8)
+                            max_queue=8, cache_bytes=0)
     yield server
     server.runtime.gate.set()
     server.stop()

@@ -1,7 +1,8 @@
 """The transport-free core: what a request means and how it is answered, for every front.
 
     texts + EmbedOptions --plan()--> a validated plan (prompt, truncation, dims, encoding)
-        --tokenizer--> token ids --scheduler (batches by the runtime's policy)--> unit vectors
+        --tokenizer--> token ids --cache (kept vectors; each distinct miss once)-->
+        --scheduler (batches by the runtime's policy)--> unit vectors
         --Matryoshka--> dims, re-normalised --encoding--> float32 / int8 / uint8 / binary
 
 Every failure is a `RequestError` whose `ErrorKind` each front maps to its status codes in one
@@ -21,7 +22,9 @@ import numpy as np
 from embedrpc.service import __version__
 from embedrpc.service.bundle.manifest import Manifest
 from embedrpc.service.bundle.tokenizer import BundleTokenizer, TokenDetail, Truncation
+from embedrpc.service.core.cache import EmbeddingCache
 from embedrpc.service.core.encoding import Calibration, Encoding, Range, matryoshka, quantize
+from embedrpc.service.core.metrics import Metrics
 from embedrpc.service.core.scheduler import Scheduler
 from embedrpc.service.errors import ErrorKind, RequestError, invalid
 from embedrpc.service.runtimes.selection import Choice
@@ -45,6 +48,7 @@ class EmbedOptions:
     dimensions: int | None = None  # a Matryoshka size
     normalize: bool | None = None  # re-normalise after Matryoshka truncation (default: yes)
     encoding: Encoding = Encoding.FLOAT32
+    task: str | None = None  # the task (LoRA adapter) of a multi-task bundle
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Plan:
     normalize: bool
     encoding: Encoding
     value_range: Range | None  # int8/uint8 calibration range
+    task: str | None  # the run-time adapter (None: a bundle of one merged task)
 
 
 @dataclass(frozen=True)
@@ -91,13 +96,16 @@ class ModelInfo:
     default_prompt_name: str
     max_batch_tokens: int
     max_queue: int
+    tasks: list[str]  # the tasks a request may name (run-time adapters), the default first
     server_version: str = __version__
 
 
 class Embedder:
     def __init__(self, manifest: Manifest, tokenizer: BundleTokenizer, scheduler: Scheduler,
-                 choice: Choice, limits: ServingLimits):
+                 choice: Choice, limits: ServingLimits, cache: EmbeddingCache | None = None,
+                 metrics: Metrics | None = None):
         self.manifest, self.tokenizer, self.scheduler = manifest, tokenizer, scheduler
+        self.cache, self.metrics = cache, metrics
         self.choice, self.limits = choice, limits
         self.calibration = Calibration.from_manifest(manifest.calibration, manifest.hidden_size)
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="embedrpc-tokenize")
@@ -106,11 +114,11 @@ class Embedder:
         manifest, runtime = self.manifest, self.scheduler.runtime
         return ModelInfo(
             manifest.source.public_name, manifest.source.revision or "",
-            manifest.source.task or "",
+            manifest.default_task or "",
             runtime.name, self.choice.reason, self.choice.artifact, runtime.precision,
             manifest.hidden_size, list(manifest.matryoshka_dims), self.limits.max_input_tokens,
             dict(manifest.prompts), manifest.default_prompt_name, self.limits.max_batch_tokens,
-            self.limits.max_queue)
+            self.limits.max_queue, list(manifest.tasks))
 
     def plan(self, inputs: Sequence[str], options: EmbedOptions) -> Plan:
         """Check a request against the model and the limits; no work is done before this."""
@@ -135,7 +143,22 @@ class Embedder:
         value_range = self.calibration.range_for(dims, normalize) \
             if options.encoding in (Encoding.INT8, Encoding.UINT8) else None
         return Plan(self.manifest.prompts[prompt_name], options.truncation, dims, normalize,
-                    options.encoding, value_range)
+                    options.encoding, value_range, self._task(options.task))
+
+    def _task(self, task: str | None) -> str | None:
+        """The adapter a request runs with: its task, else the bundle's default; a bundle of
+        one merged task takes only that task's name (or none)."""
+        tasks, merged = self.manifest.tasks, self.manifest.source.task
+        if not tasks:
+            if task is not None and task != merged:
+                serves = f"task {merged!r}" if merged else "one task"
+                raise invalid(f"this model serves {serves}, not {task!r}", "task")
+            return None
+        if task is None:
+            return tasks[0]
+        if task not in tasks:
+            raise invalid(f"this model has no task {task!r}; it has {', '.join(tasks)}", "task")
+        return task
 
     async def embed(self, inputs: Sequence[str], options: EmbedOptions,
                     wait_for_room: bool = False) -> Embedded:
@@ -144,7 +167,13 @@ class Embedder:
         plan = self.plan(inputs, options)
         sequences = await self._tokenize(list(inputs), plan)
         tokenized = time.perf_counter_ns()
-        vectors = await self.scheduler.embed(sequences, wait_for_room)
+        if self.metrics is not None:
+            self.metrics.task_inputs.labels(plan.task or "default").inc(len(sequences))
+        if self.cache is None:
+            vectors = await self.scheduler.embed(sequences, wait_for_room, plan.task)
+        else:
+            vectors = await self.cache.embed(sequences, plan.task, lambda missing: (
+                self.scheduler.embed(missing, wait_for_room, plan.task)))
         shaped = matryoshka(vectors, plan.dims, plan.normalize)
         return Embedded(quantize(shaped, plan.encoding, plan.value_range), plan.dims,
                         plan.encoding, [len(s) for s in sequences], tokenized - started,

@@ -26,6 +26,22 @@ class Metrics:
                                 ["method", "code"], registry=registry)
         self.inputs = Counter("embedrpc_inputs", "Texts embedded", registry=registry)
         self.tokens = Counter("embedrpc_tokens", "Tokens embedded", registry=registry)
+        self.task_inputs = Counter("embedrpc_task_inputs",
+                                   "Texts requested by task adapter ('default' without "
+                                   "adapters), answered from the cache or not",
+                                   ["task"], registry=registry)
+        self.cache_hits = Counter("embedrpc_cache_hits",
+                                  "Inputs answered without the runtime: kept by the embedding "
+                                  "cache, or a duplicate of one being computed", registry=registry)
+        self.cache_misses = Counter("embedrpc_cache_misses", "Inputs the runtime computed",
+                                    registry=registry)
+        self.cache_evictions = Counter("embedrpc_cache_evictions",
+                                       "Vectors dropped to keep the cache within its budget",
+                                       registry=registry)
+        self.cache_bytes = Gauge("embedrpc_cache_bytes", "Bytes the embedding cache holds",
+                                 registry=registry)
+        self.cache_entries = Gauge("embedrpc_cache_entries", "Vectors the embedding cache holds",
+                                   registry=registry)
         self.queue_depth = Gauge("embedrpc_queue_depth", "Inputs waiting for a batch",
                                  registry=registry)
         self.batch_inputs = Histogram("embedrpc_batch_inputs", "Inputs per inference batch",
