@@ -19,6 +19,8 @@ from embedrpc.service.runtimes.registry import open_runtime
 ENGINES = [("onnx-cpu", "onnx-int8"), ("onnx-cpu", "onnx-fp32"),
            ("openvino-cpu", "openvino-int8"), ("openvino-cpu", "openvino-bf16"),
            ("llamacpp", "gguf-q8_0"), ("llamacpp", "gguf-f16")]
+# Served over the HTTP front too (OpenAI's route, base64 and float) beside gRPC.
+HTTP_ENGINES = [("openvino-cpu", "openvino-int8"), ("onnx-cpu", "onnx-int8")]
 SIZES = {"quick": dict(queries=16, docs128=6, docs512=2, latency=12),
          "full": dict(queries=64, docs128=24, docs512=8, latency=40)}
 
@@ -33,6 +35,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", help="results file name (default: quick or full + date)")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--skip-http", action="store_true", help="no HTTP front rows")
+    parser.add_argument("--engines", help="only these artifacts, comma-separated (e.g. "
+                                          "openvino-int8,onnx-int8)")
     parser.add_argument("--infinity", help="path of an `infinity_emb` executable (own venv)")
     parser.add_argument("--embroider", help="python of an environment with `embroider`")
     parser.add_argument("--st-backends", help="python of an environment with "
@@ -62,20 +67,29 @@ def main(argv=None) -> int:
     mean_length = tokens / len(sequences)
     flops = limit.flops_per_token(config, int(mean_length / 2))  # mean context of a token
     fp32, int8 = limit.gemm_peak("fp32", args.threads), limit.gemm_peak("int8", args.threads)
+    bf16 = limit.bf16_peak(args.threads)
     limits = {"fp32_gflops": fp32, "int8_gops": int8, "gflop_per_token": flops / 1e9,
-              "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops}
+              "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops,
+              "bf16_gflops": bf16, "bf16_tokens_per_s": bf16 * 1e9 / flops if bf16 else None}
 
     print("[bench] onnx-fp32 reference vectors", file=sys.stderr)
     reference = open_runtime(bundle, "onnx-fp32", options_for(bundle,
         threads=args.threads, max_input_tokens=max(map(len, sequences)))).embed(sequences)
     results, unavailable = [], []
-    for runtime, artifact in ENGINES:
+    chosen = args.engines.split(",") if args.engines else [a for _, a in ENGINES]
+    for runtime, artifact in [(r, a) for r, a in ENGINES if a in chosen]:
         print(f"[bench] {artifact}: raw", file=sys.stderr)
         results.append(engines.raw(bundle, artifact, sequences, query_ids, args.threads,
                                    args.max_batch_tokens, reference))
         print(f"[bench] {artifact}: served", file=sys.stderr)
         results.append(engines.served(bundle_dir, runtime, artifact, texts, queries, tokens,
                                       args.threads, args.max_batch_tokens, args.clients))
+        if (runtime, artifact) in HTTP_ENGINES and not args.skip_http:
+            for protocol in (engines.HTTP_BASE64, engines.HTTP_FLOAT):
+                print(f"[bench] {artifact}: served over {protocol}", file=sys.stderr)
+                results.append(engines.served(bundle_dir, runtime, artifact, texts, queries,
+                                              tokens, args.threads, args.max_batch_tokens,
+                                              args.clients, protocol))
     if not args.skip_peers:
         for dtype in ("fp32", "bf16"):
             print(f"[bench] peer: sentence-transformers {dtype}", file=sys.stderr)
@@ -102,7 +116,7 @@ def main(argv=None) -> int:
                 try:
                     results.append(engines.sentence_transformers_backend(
                         args.st_backends, backend, checkpoint, prompted, queries, tokens,
-                        reference))
+                        reference, engines.calibration_sentences(prompts)))
                 except RuntimeError as exc:
                     unavailable.append(f"sentence-transformers {backend}: failed: {exc}")
         else:

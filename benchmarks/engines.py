@@ -143,10 +143,15 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+GRPC, HTTP_BASE64, HTTP_FLOAT = "gRPC", "HTTP base64", "HTTP float"
+
+
 def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: list[str],
-           tokens: int, threads: int, max_batch_tokens: int, clients: int) -> Result:
+           tokens: int, threads: int, max_batch_tokens: int, clients: int,
+           protocol: str = GRPC) -> Result:
     """`embedrpc serve` in its own process; `clients` threads each send one text per request
-    (queries with the query task, documents with the document task)."""
+    (queries with the query task, documents with the document task), over gRPC or over the
+    HTTP front's OpenAI route (`encoding_format` base64, as the OpenAI SDKs send, or float)."""
     import grpc
 
     from embedrpc.service.bundle.bundle import Bundle
@@ -156,12 +161,14 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     from embedrpc.v1 import embedding_pb2 as pb
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
-    port = _free_port()
+    port, http_port = _free_port(), _free_port()
     command = [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir),
                "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
                "--runtime", runtime, "--artifact", artifact, "--threads", str(threads),
                "--max-batch-tokens", str(max_batch_tokens),
                "--max-input-tokens", str(max_batch_tokens)]
+    if protocol != GRPC:
+        command += ["--http-port", str(http_port)]
     # The server's self-check, run (and cached) first: the cold start below is a restart's.
     config = ServerConfig(str(bundle_dir), runtime=runtime, artifact=artifact, threads=threads,
                           max_batch_tokens=max_batch_tokens, max_input_tokens=max_batch_tokens)
@@ -178,22 +185,50 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     task = {"query": pb.TASK_QUERY}
     try:
         cold_start = _first_answer(stub, pb, process, started)
-        stub.Embed(pb.EmbedRequest(inputs=[t.text for t in texts[:2]]))  # warm-up
-        elapsed = saturate(lambda text: stub.Embed(pb.EmbedRequest(
-            inputs=[text.text], task=task.get(text.kind, pb.TASK_DOCUMENT)), timeout=600),
-            texts, clients)
-        latency = latencies(lambda query: stub.Embed(pb.EmbedRequest(
-            inputs=[query], task=pb.TASK_QUERY), timeout=60), queries)
+        if protocol == GRPC:
+            def send(text, kind):
+                stub.Embed(pb.EmbedRequest(inputs=[text], task=task.get(kind, pb.TASK_DOCUMENT)),
+                           timeout=600)
+        else:
+            send = _openai_sender(http_port, stub.GetInfo(pb.GetInfoRequest()).model,
+                                  "base64" if protocol == HTTP_BASE64 else "float", clients)
+        send(texts[0].text, texts[0].kind)  # warm-up
+        elapsed = saturate(lambda text: send(text.text, text.kind), texts, clients)
+        latency = latencies(lambda query: send(query, "query"), queries)
         rss, worker_rss = _peak_rss_mb(process.pid), _children_rss_mb(process.pid)
     finally:
         channel.close()
         process.send_signal(signal.SIGTERM)
         process.wait(60)
-    return Result(f"embedrpc {runtime} {artifact}", "served", tokens, elapsed, len(texts),
-                  latency, rss, cold_start, f"{clients} concurrent clients; {self_check} "
-                  f"(the cold start is a restart's: verdict and checksums cached)",
+    name = f"embedrpc {runtime} {artifact}" + ("" if protocol == GRPC else f" {protocol}")
+    return Result(name, "served", tokens, elapsed, len(texts),
+                  latency, rss, cold_start, f"{clients} concurrent clients over {protocol}; "
+                  f"{self_check} (the cold start is a restart's: verdict and checksums cached)",
                   worker_rss_mb=worker_rss,
                   artifact_mb=bundle.manifest.artifact(artifact).bytes / 2**20)
+
+
+def _openai_sender(port: int, model: str, encoding: str, clients: int):
+    """POST /v1/embeddings with one text, decoding the answer as the OpenAI SDK does."""
+    import base64
+
+    import httpx
+    import orjson
+
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600,
+                          limits=httpx.Limits(max_connections=clients))
+
+    def send(text: str, kind: str) -> np.ndarray:
+        response = client.post("/v1/embeddings", content=orjson.dumps({
+            "model": model, "input": [text], "encoding_format": encoding,
+            "input_type": "query" if kind == "query" else "document"}),
+            headers={"content-type": "application/json"})
+        response.raise_for_status()
+        embedding = orjson.loads(response.content)["data"][0]["embedding"]
+        return np.frombuffer(base64.b64decode(embedding), "<f4") if encoding == "base64" \
+            else np.asarray(embedding, np.float32)
+
+    return send
 
 
 def _first_answer(stub, pb, process, started: float) -> float:
@@ -362,12 +397,23 @@ def embroider(python, onnx_path, tokenizer_path, texts: list[Text], queries: lis
 
 
 ST_BACKENDS = {"openvino": "sentence-transformers OpenVINO backend (its defaults)",
+               "openvino-static-int8": "sentence-transformers OpenVINO backend, static int8 "
+                                       "(NNCF, calibrated on embedrpc's calibration corpus)",
                "onnx-int8": "sentence-transformers ONNX backend, dynamic int8 (avx512_vnni)"}
+
+
+def calibration_sentences(prompts: dict[str, str]) -> list[str]:
+    """The corpus embedrpc's own int8 exports calibrate on, with each of the bundle's prompts
+    in turn: the same calibration for the peer's static int8."""
+    from embedrpc.export.calibration import calibration_texts
+
+    ordered = [prompts[name] for name in sorted(prompts)]
+    return [ordered[i % len(ordered)] + text for i, text in enumerate(calibration_texts())]
 
 
 def sentence_transformers_backend(python, backend: str, checkpoint, prompted: list[str],
                                   queries: list[str], tokens: int,
-                                  reference: np.ndarray) -> Result:
+                                  reference: np.ndarray, calibration: list[str]) -> Result:
     """sentence-transformers' ONNX or OpenVINO backend, in its own environment (its optimum
     tooling pins an older transformers): benchmarks/st_backends_run.py."""
     import json
@@ -376,7 +422,8 @@ def sentence_transformers_backend(python, backend: str, checkpoint, prompted: li
     script = Path(__file__).with_name("st_backends_run.py")
     with tempfile.TemporaryDirectory() as work:
         texts = Path(work) / "texts.json"
-        texts.write_text(json.dumps({"prompted": prompted, "queries": queries}))
+        texts.write_text(json.dumps({"prompted": prompted, "queries": queries,
+                                     "calibration": calibration}))
         done = subprocess.run([str(python), str(script), str(checkpoint), work, str(texts),
                                backend], capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     cpu = open_runtime(bundle, "onnx-fp32").embed(sequences)
     for artifact in ("onnx-fp16", "onnx-fp32"):
         spec = bundle.manifest.artifact(artifact)
-        versus_oracle = measure(bundle, artifact, spec.parity.bar, kind="onnx-cuda")
+        (versus_oracle,) = measure(bundle, artifact, spec.parity.bar, kind="onnx-cuda")
         runtime = open_runtime(bundle, artifact, kind="onnx-cuda")
         assert runtime.name == "onnx-cuda", f"{artifact} did not land on CUDA"
         versus_cpu = compare(runtime.embed(sequences), cpu)

@@ -1,7 +1,9 @@
 """This host's attainable GEMM peak and the model's FLOPs per token: a tokens/s ceiling.
 
 The peaks are measured with onnxruntime's own kernels (MLAS: MatMul for fp32, MatMulInteger for
-int8), on square-ish matrices shaped like the model's projections, with the same threads.
+int8) and, for bf16, with OpenVINO's (oneDNN, the kernels its bf16 precision runs: AVX-512 BF16
+or AMX where the CPU has them), on matrices shaped like the model's projections, with the same
+threads.
 """
 
 from __future__ import annotations
@@ -60,5 +62,33 @@ def gemm_peak(kind: str, threads: int = 0, m: int = 512, k: int = 1024, n: int =
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         session.run(None, feeds)
+        runs += 1
+    return 2.0 * m * k * n * runs / (time.perf_counter() - started) / 1e9
+
+
+def bf16_peak(threads: int = 0, m: int = 512, k: int = 1024, n: int = 3072,
+              seconds: float = 2.0) -> float | None:
+    """Attainable GFLOP/s of OpenVINO's bf16 GEMM on this host; None without native bf16."""
+    try:
+        import openvino
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+    core = openvino.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return None
+    rng = np.random.default_rng(0)
+    a = ops.parameter([m, k], openvino.Type.f32, name="a")
+    b = ops.constant(rng.standard_normal((k, n), dtype=np.float32))
+    model = openvino.Model([ops.matmul(a, b, False, False)], [a], "gemm")
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    feed = {"a": rng.standard_normal((m, k), dtype=np.float32)}
+    request.infer(feed)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        request.infer(feed)
         runs += 1
     return 2.0 * m * k * n * runs / (time.perf_counter() - started) / 1e9

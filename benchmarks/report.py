@@ -48,9 +48,13 @@ def write_focused(out_dir: Path, name: str, text: str) -> Path:
 
 
 def ceiling_for(result: Result, limits: dict) -> float | None:
-    """The tokens/s ceiling that applies: int8 engines against the int8 GEMM peak."""
-    int8 = any(tag in result.engine for tag in ("int8", "q8_0", "q4_k"))
-    return limits["int8_tokens_per_s"] if int8 else limits["fp32_tokens_per_s"]
+    """The tokens/s ceiling that applies: int8 engines against the int8 GEMM peak, bf16 ones
+    against the bf16 peak (None where the host has no native bf16), the rest against fp32."""
+    if any(tag in result.engine for tag in ("int8", "q8_0", "q4_k")):
+        return limits["int8_tokens_per_s"]
+    if "bf16" in result.engine:
+        return limits.get("bf16_tokens_per_s")
+    return limits["fp32_tokens_per_s"]
 
 
 def rows(results: list[Result], limits: dict) -> list[dict]:
@@ -59,13 +63,15 @@ def rows(results: list[Result], limits: dict) -> list[dict]:
     out = []
     for r in results:
         ceiling = ceiling_for(r, limits)
+        raw_rate = next((rate for engine, rate in raw.items()
+                         if r.engine == engine or r.engine.startswith(engine + " ")), None)
         out.append({
             "engine": r.engine, "mode": r.mode, "tokens_per_s": r.tokens_per_s,
             "texts_per_s": r.texts_per_s,
             "vs_torch_fp32": r.tokens_per_s / baseline if baseline else None,
             "of_limit": r.tokens_per_s / ceiling if ceiling else None,
-            "served_vs_raw": r.tokens_per_s / raw[r.engine]
-            if r.mode == "served" and raw.get(r.engine) else None,
+            "served_vs_raw": r.tokens_per_s / raw_rate
+            if r.mode == "served" and raw_rate else None,
             **{k: r.latency_ms.get(k) for k in ("p50", "p95", "p99")},
             "peak_rss_mb": r.peak_rss_mb, "cold_start_s": r.cold_start_s,
             "worker_rss_mb": r.worker_rss_mb,
@@ -98,11 +104,16 @@ def markdown(table: list[dict], limits: dict, host: dict, settings: dict,
     lines += [
         "",
         f"**Limit** (this host, onnxruntime's GEMM kernels, {settings['threads']} threads): "
-        f"fp32 {limits['fp32_gflops']:.0f} GFLOP/s, int8 {limits['int8_gops']:.0f} GOP/s; the "
-        f"model needs {limits['gflop_per_token']:.2f} GFLOP per token at the workload's mean "
-        f"length, so the ceilings are {limits['fp32_tokens_per_s']:.0f} tokens/s (fp32) and "
-        f"{limits['int8_tokens_per_s']:.0f} tokens/s (int8). Int8 and Q8_0/Q4_K engines are "
-        f"compared with the int8 ceiling, the others with fp32.",
+        f"fp32 {limits['fp32_gflops']:.0f} GFLOP/s, int8 {limits['int8_gops']:.0f} GOP/s; "
+        + (f"OpenVINO's bf16 GEMM {limits['bf16_gflops']:.0f} GFLOP/s; "
+           if limits.get("bf16_gflops") else "no native bf16; ")
+        + f"the model needs {limits['gflop_per_token']:.2f} GFLOP per token at the workload's "
+        f"mean length, so the ceilings are {limits['fp32_tokens_per_s']:.0f} tokens/s (fp32), "
+        f"{limits['int8_tokens_per_s']:.0f} tokens/s (int8)"
+        + (f" and {limits['bf16_tokens_per_s']:.0f} tokens/s (bf16)"
+           if limits.get("bf16_tokens_per_s") else "")
+        + ". Int8 and Q8_0/Q4_K engines are compared with the int8 ceiling, bf16 ones with the "
+        "bf16 ceiling, the others with fp32.",
         "",
         f"**Workload** (seed {settings['seed']}): {settings['workload']}; "
         f"{settings['tokens']} tokens in all. Latency: {settings['latency_queries']} single "

@@ -3,8 +3,11 @@ sentence-transformers' own ONNX and OpenVINO backends on the benchmark's texts.
 
     python st_backends_run.py CHECKPOINT WORK_DIR TEXTS_JSON BACKEND
 
-BACKEND: `openvino` (its default export and precision) or `onnx-int8` (its ONNX export, then
-`export_dynamic_quantized_onnx_model` with the avx512_vnni config). Prints one JSON line.
+BACKEND: `openvino` (its default export and precision), `openvino-static-int8` (that export,
+then `export_static_quantized_openvino_model`: NNCF post-training int8, calibrated on the
+texts file's `calibration` sentences instead of the hub dataset it loads by default) or
+`onnx-int8` (its ONNX export, then `export_dynamic_quantized_onnx_model` with the avx512_vnni
+config). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -38,6 +41,39 @@ def _adding_positions(tokenize):
     return tokenize_with_positions
 
 
+def static_int8(checkpoint: str, work_dir: Path, sentences: list[str]):
+    """sentence-transformers' static int8 OpenVINO export as its docs show it, with its
+    calibration dataset built from local sentences (its default downloads glue/sst2)."""
+    from datasets import Dataset
+    from optimum.intel.openvino import OVQuantizer
+    from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+
+    def local_calibration(self, dataset_name, *, preprocess_function, num_samples=300,
+                          **_ignored):
+        rows = Dataset.from_dict({"sentence": sentences[:num_samples]})
+        prepared = rows.map(lambda batch: _with_positions(preprocess_function(batch)),
+                            batched=True, remove_columns=["sentence"])
+        print(f"calibrating on {len(prepared)} local sentences instead of {dataset_name}",
+              file=sys.stderr)
+        return prepared
+
+    OVQuantizer.get_calibration_dataset = local_calibration
+    exported = SentenceTransformer(checkpoint, backend="openvino", device="cpu")
+    exported.save(str(work_dir))
+    export_static_quantized_openvino_model(exported, None, str(work_dir))
+    return SentenceTransformer(str(work_dir), backend="openvino", device="cpu", model_kwargs={
+        "file_name": "openvino/openvino_model_qint8_quantized.xml"})
+
+
+def _with_positions(features):
+    """The positions transformers derives from the padding mask (optimum's export takes them)."""
+    from itertools import accumulate
+
+    features["position_ids"] = [[max(total - 1, 0) for total in accumulate(row)]
+                                for row in features["attention_mask"]]
+    return features
+
+
 def main() -> None:
     checkpoint, work, texts_file, backend = sys.argv[1:5]
     from sentence_transformers import SentenceTransformer, __version__
@@ -48,6 +84,8 @@ def main() -> None:
     started = time.perf_counter()
     if backend == "openvino":
         model = SentenceTransformer(checkpoint, backend="openvino", device="cpu")
+    elif backend == "openvino-static-int8":
+        model = static_int8(checkpoint, work_dir, items["calibration"])
     else:
         from sentence_transformers import export_dynamic_quantized_onnx_model
 
