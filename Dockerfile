@@ -46,10 +46,18 @@ RUN set -eu; mkdir -p /wheels; \
 FROM ${PYTHON_IMAGE} AS cpu
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1 tini \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/embedrpc
 ENV PATH=/opt/embedrpc/bin:$PATH
+# The serving dependencies first, in a layer of their own: a change to embedrpc's code does not
+# install them again (under arm64 emulation that is minutes).
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python3 -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['openvino']))" \
+      > /tmp/requirements.txt \
+ && pip install --no-cache-dir -r /tmp/requirements.txt \
+ && rm /tmp/pyproject.toml /tmp/requirements.txt
 COPY --from=embedrpc-wheel /wheels /tmp/wheels
 COPY --from=llama-wheel /wheels /tmp/wheels
 RUN pip install --no-cache-dir "$(echo /tmp/wheels/embedrpc-*.whl)[openvino]" \
@@ -70,13 +78,15 @@ EXPOSE 50051 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["embedrpc", "health", "--target", "127.0.0.1:50051"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["embedrpc", "serve"]
+# tini as PID 1: signals forwarded, the self-check's children reaped, and a crash of the
+# server ends the container (a PID 1 that ignores its own fatal signal would hang it).
+ENTRYPOINT ["tini", "--", "embedrpc", "serve"]
 
 # ---- cuda: onnxruntime-gpu serving the fp16 ONNX artifact ----------------------------------
 FROM ${CUDA_IMAGE} AS cuda
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
+ && apt-get install -y --no-install-recommends python3 python3-venv tini \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/embedrpc
 ENV PATH=/opt/embedrpc/bin:$PATH
@@ -103,4 +113,6 @@ EXPOSE 50051 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["embedrpc", "health", "--target", "127.0.0.1:50051"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["embedrpc", "serve"]
+# tini as PID 1: signals forwarded, the self-check's children reaped, and a crash of the
+# server ends the container (a PID 1 that ignores its own fatal signal would hang it).
+ENTRYPOINT ["tini", "--", "embedrpc", "serve"]

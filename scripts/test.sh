@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports  # the walls inside service/ (pyproject: [tool.importlinter])
 exec .venv/bin/python -m pytest "$@"
