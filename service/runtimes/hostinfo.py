@@ -6,6 +6,7 @@ Xeons, upstream llama.cpp#20824), so what was proved on one host is keyed by thi
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
@@ -15,7 +16,14 @@ from dataclasses import dataclass
 from embedrpc.service import __version__
 
 _SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile",
-                "amx_int8", "amx_bf16", "asimd", "sve")
+                "amx_int8", "amx_bf16", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve",
+                "sve2", "sme")
+ARM64 = ("aarch64", "arm64")
+# Linux arm64 hwcaps (asm/hwcap.h): what the kernel, or qemu-user, says this CPU does. Arm
+# kernels (ggml's, MLAS's, ACL's) choose by these, so these are the features reported.
+_AT_HWCAP, _AT_HWCAP2 = 16, 26
+_HWCAP = {0: "fp", 1: "asimd", 9: "fphp", 10: "asimdhp", 20: "asimddp", 22: "sve"}
+_HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16", 23: "sme"}
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,41 @@ def cpu() -> Cpu:
                     fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    if platform.machine().lower() in ARM64:
+        return _arm64_cpu(fields)
     model = fields.get("model name") or fields.get("Model") or platform.processor() \
         or platform.machine() or "unknown CPU"
     family_model = f"family {fields['cpu family']} model {fields['model']}" \
         if "cpu family" in fields and "model" in fields else ""
     return Cpu(model, frozenset((fields.get("flags") or fields.get("Features") or "").split()),
                family_model)
+
+
+def _arm64_cpu(fields: dict[str, str]) -> Cpu:
+    """An arm64 CPU by its hwcaps. Under qemu-user (before qemu 8.2) /proc/cpuinfo is the x86
+    host's, so the model says so instead of naming the host's CPU as this one."""
+    flags = frozenset(_hwcaps())
+    if "Features" in fields or "CPU implementer" in fields:
+        model = fields.get("model name") or (
+            f"aarch64 CPU implementer {fields.get('CPU implementer', '?')} part "
+            f"{fields.get('CPU part', '?')}")
+    elif fields.get("model name"):
+        model = f"aarch64 under emulation (/proc/cpuinfo shows the host: {fields['model name']})"
+    else:
+        model = "aarch64"
+    return Cpu(model, flags)
+
+
+def _hwcaps() -> list[str]:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.getauxval.restype = ctypes.c_ulong
+        libc.getauxval.argtypes = [ctypes.c_ulong]
+        words = (libc.getauxval(_AT_HWCAP), libc.getauxval(_AT_HWCAP2))
+    except (OSError, AttributeError):
+        return []
+    return [name for word, names in zip(words, (_HWCAP, _HWCAP2), strict=True)
+            for bit, name in names.items() if word >> bit & 1]
 
 
 def library_versions(libraries: tuple[str, ...]) -> dict[str, str]:
