@@ -3,6 +3,7 @@ served over gRPC, and the peers a user would pick instead."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -108,6 +109,31 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(bundle_dir, artifact: str, threads: int, *flags: str, metrics_port: int = 0):
+    """A fresh `embedrpc serve` of one artifact, ready and warmed: yields (process, stub);
+    SIGTERM on the way out."""
+    import grpc
+
+    from embedrpc.v1 import embedding_pb2 as pb
+    from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir), "--host",
+         "127.0.0.1", "--port", str(port := _free_port()), "--metrics-port", str(metrics_port),
+         "--artifact", artifact, "--threads", str(threads), *flags], stderr=subprocess.DEVNULL)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.EmbeddingServiceStub(channel)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=1800)
+        stub.Embed(pb.EmbedRequest(inputs=["warm-up, not in the workload"]), timeout=1800)
+        yield process, stub
+    finally:
+        channel.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
 def _peak_rss_mb(pid: int) -> float | None:
     """Peak RSS (VmHWM) of the server and its children (the inference worker holds the model)."""
     peaks = [vm_hwm_kb(process) for process in (pid, *_children(pid))]
@@ -166,7 +192,8 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
                "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
                "--runtime", runtime, "--artifact", artifact, "--threads", str(threads),
                "--max-batch-tokens", str(max_batch_tokens),
-               "--max-input-tokens", str(max_batch_tokens)]
+               "--max-input-tokens", str(max_batch_tokens),
+               "--cache-bytes", "0"]  # the engine's own speed (benchmarks/cache.py: the cache's)
     if protocol != GRPC:
         command += ["--http-port", str(http_port)]
     # The server's self-check, run (and cached) first: the cold start below is a restart's.
