@@ -90,6 +90,8 @@ def main(argv=None) -> int:
                 results.append(engines.served(bundle_dir, runtime, artifact, texts, queries,
                                               tokens, args.threads, args.max_batch_tokens,
                                               args.clients, protocol))
+    print("[bench] what --runtime auto picks here", file=sys.stderr)
+    auto = engines.auto_pick(bundle_dir, args.threads, args.max_batch_tokens)
     if not args.skip_peers:
         for dtype in ("fp32", "bf16"):
             print(f"[bench] peer: sentence-transformers {dtype}", file=sys.stderr)
@@ -134,7 +136,8 @@ def main(argv=None) -> int:
     table = report.rows(results, limits)
     settings = {"threads": args.threads, "clients": args.clients, "seed": args.seed,
                 "max_batch_tokens": args.max_batch_tokens, "workload": workload,
-                "tokens": tokens, "latency_queries": len(queries)}
+                "tokens": tokens, "latency_queries": len(queries),
+                "auto": report.auto_line(auto, results)}
     name = args.name or f"{'quick' if args.quick else 'full'}-{datetime.date.today()}"
     path = report.write(args.out, name, table, limits, report.machine(), settings, unavailable,
                         results)

@@ -235,6 +235,20 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
                   artifact_mb=bundle.manifest.artifact(artifact).bytes / 2**20)
 
 
+def auto_pick(bundle_dir, threads: int, max_batch_tokens: int) -> str:
+    """What `embedrpc serve --runtime auto` chooses on this host (its self-check, verdicts
+    cached), as "runtime artifact"."""
+    from embedrpc.service.bundle.bundle import Bundle
+    from embedrpc.service.config import ServerConfig
+    from embedrpc.service.server import choose_runtime, serving_limits
+
+    config = ServerConfig(str(bundle_dir), threads=threads, max_batch_tokens=max_batch_tokens,
+                          max_input_tokens=max_batch_tokens)
+    bundle = Bundle(bundle_dir)
+    choice = choose_runtime(config, bundle, serving_limits(config, bundle.manifest))
+    return f"{choice.runtime} {choice.artifact}"
+
+
 def _openai_sender(port: int, model: str, encoding: str, clients: int):
     """POST /v1/embeddings with one text, decoding the answer as the OpenAI SDK does."""
     import base64

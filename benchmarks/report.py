@@ -47,6 +47,25 @@ def write_focused(out_dir: Path, name: str, text: str) -> Path:
     return path
 
 
+def auto_line(auto: str, results: list[Result]) -> str:
+    """Whether the self-check's pick is the fastest runtime served over gRPC in this run."""
+    served = [r for r in results if r.mode == "served" and "HTTP" not in r.engine]
+    if not served:
+        return f"`--runtime auto` picks {auto}; no runtime was served in this run."
+    fastest = max(served, key=lambda r: r.tokens_per_s)
+    picked = next((r for r in served if r.engine == f"embedrpc {auto}"), None)
+    if picked is None:
+        verdict = "not among the runtimes served in this run"
+    elif picked is fastest:
+        verdict = "the fastest served here: they agree"
+    else:
+        verdict = (f"served at {picked.tokens_per_s:.0f} tokens/s, "
+                   f"{picked.tokens_per_s / fastest.tokens_per_s:.2f}× the fastest: they disagree")
+    return (f"`--runtime auto` picks {auto} on this host; the fastest served over gRPC here is "
+            f"{fastest.engine.removeprefix('embedrpc ')} ({fastest.tokens_per_s:.0f} tokens/s); "
+            f"the pick is {verdict}.")
+
+
 def ceiling_for(result: Result, limits: dict) -> float | None:
     """The tokens/s ceiling that applies: int8 engines against the int8 GEMM peak, bf16 ones
     against the bf16 peak (None where the host has no native bf16), the rest against fp32."""
@@ -118,6 +137,8 @@ def markdown(table: list[dict], limits: dict, host: dict, settings: dict,
         f"**Workload** (seed {settings['seed']}): {settings['workload']}; "
         f"{settings['tokens']} tokens in all. Latency: {settings['latency_queries']} single "
         f"short queries, one at a time, after the throughput run.",
+        "",
+        f"**Self-check vs the benchmark**: {settings['auto']}" if settings.get("auto") else "",
         "",
         f"**Machine**: {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB; "
         f"ISA: {', '.join(host['isa']) or 'baseline'}; "

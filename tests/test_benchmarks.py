@@ -55,3 +55,15 @@ def test_table_ratios():
     assert "| embedrpc onnx-cpu onnx-int8 | served | 400 | 4.00 | 4.00 | 40% | 0.80 | 0.99750 | " \
         "20 | 30 | 40 | 900 | 1.50 | 1.5 |" in text
     assert "Infinity: not here" in text
+
+
+def test_auto_line_says_whether_the_self_check_picked_the_fastest_served_runtime():
+    results = [Result("embedrpc onnx-cpu onnx-int8", "served", 1000, 2.0, 10),
+               Result("embedrpc openvino-cpu openvino-int8", "served", 1000, 1.0, 10),
+               Result("embedrpc openvino-cpu openvino-int8 HTTP base64", "served", 1000, 0.5, 10)]
+    agree = report.auto_line("openvino-cpu openvino-int8", results)
+    assert "fastest served over gRPC here is openvino-cpu openvino-int8 (1000 tokens/s)" in agree
+    assert "they agree" in agree
+    disagree = report.auto_line("onnx-cpu onnx-int8", results)
+    assert "500 tokens/s, 0.50× the fastest: they disagree" in disagree
+    assert "not among" in report.auto_line("llamacpp gguf-q8_0", results)
