@@ -99,8 +99,15 @@ def main(argv=None) -> int:
                                                          args.threads, dtype, reference))
         print("[bench] peer: llama-cpp-python embed()", file=sys.stderr)
         gguf = bundle.path_of(bundle.manifest.artifact("gguf-q8_0"))
-        results.append(engines.llama_cpp_embed_defaults(gguf, prompted, queries, tokens,
-                                                        reference))
+        try:
+            results.append(engines.isolated(engines.llama_cpp_embed_defaults, gguf, prompted,
+                                            queries, tokens, reference))
+        except RuntimeError as exc:
+            why = (" (embedrpc's llama.cpp runtime loads without ggml's extra weight buffers "
+                   "on x86-64 for this reason: llama.cpp#20824)"
+                   if str(exc).startswith("crashed") else "")
+            unavailable.append(f"llama-cpp-python Llama.embed() with its defaults: {exc} on "
+                               f"this host{why}")
         infinity = shutil.which("infinity_emb") or (
             args.infinity if args.infinity and Path(args.infinity).exists() else None)
         if infinity:

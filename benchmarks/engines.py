@@ -4,6 +4,7 @@ served over gRPC, and the peers a user would pick instead."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import signal
@@ -313,6 +314,36 @@ def sentence_transformers(checkpoint, prompted: list[str], queries: list[str], t
     return Result(f"sentence-transformers torch {dtype}", "peer", tokens, elapsed,
                   len(prompted), latency, note=f"batch_size=32, torch {torch.__version__}",
                   min_cosine=agreement(vectors, reference))
+
+
+def isolated(function, *args):
+    """`function(*args)` in a child process, so that a peer whose native library faults costs
+    its own row and not the whole run. A crash or an exception becomes a RuntimeError."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_answer, args=(sender, function, args), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        succeeded, value = receiver.recv()
+    except EOFError:
+        child.join()
+        code = child.exitcode
+        how = signal.Signals(-code).name if code is not None and code < 0 else f"exit {code}"
+        raise RuntimeError(f"crashed ({how})") from None
+    child.join()
+    if not succeeded:
+        raise RuntimeError(value)
+    return value
+
+
+def _answer(sender, function, args) -> None:
+    try:
+        outcome = (True, function(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the parent as text
+        outcome = (False, f"{type(exc).__name__}: {exc}")
+    sender.send(outcome)
+    sender.close()
 
 
 def llama_cpp_embed_defaults(gguf_path, prompted: list[str], queries: list[str],

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 from benchmarks import limit, report
-from benchmarks.engines import Result
+from benchmarks.engines import Result, isolated
 from benchmarks.workload import make_workload
 from fixtures.random_checkpoint import qwen3_config
 
@@ -67,3 +70,11 @@ def test_auto_line_says_whether_the_self_check_picked_the_fastest_served_runtime
     disagree = report.auto_line("onnx-cpu onnx-int8", results)
     assert "500 tokens/s, 0.50× the fastest: they disagree" in disagree
     assert "not among" in report.auto_line("llamacpp gguf-q8_0", results)
+
+
+def test_a_peer_runs_isolated_so_its_crash_costs_its_row_not_the_run():
+    assert isolated(sum, [1, 2, 3]) == 6
+    with pytest.raises(RuntimeError, match="ValueError: invalid literal"):
+        isolated(int, "not a number")
+    with pytest.raises(RuntimeError, match=r"crashed \(SIGABRT\)"):
+        isolated(os.abort)
