@@ -24,7 +24,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The tokenizer and test checkpoints are kept across runs; everything else embedrpc caches
 # (self-check verdicts) starts empty in each run, so every run proves the runtimes afresh.
 PERSISTENT_CACHE = default_cache_dir()
-os.environ["EMBEDRPC_CACHE"] = tempfile.mkdtemp(prefix="embedrpc-test-cache-")
+SESSION_CACHE = tempfile.mkdtemp(prefix="embedrpc-test-cache-")
+os.environ["EMBEDRPC_CACHE"] = SESSION_CACHE
 
 MAX_SEQ_LENGTH = 128  # the tiny fixtures' max input tokens: long probes get truncated
 CHECKPOINT_LAYOUT_VERSION = 2  # 2: the published layouts, rope theta 3.5e6
@@ -47,6 +48,11 @@ def cached_checkpoint(shape: str, appends_eos: bool, layout: str = "merged", see
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def pytest_unconfigure(config):
+    """The session's verdicts and compiled models go with it (up to 150 MB a run)."""
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
