@@ -20,6 +20,7 @@ import numpy as np
 
 from benchmarks.workload import Text
 from embedrpc.service.runtimes.interface import options_for
+from embedrpc.service.runtimes.isolation import signal_name
 from embedrpc.service.runtimes.registry import open_runtime
 
 
@@ -329,7 +330,7 @@ def isolated(function, *args):
     except EOFError:
         child.join()
         code = child.exitcode
-        how = signal.Signals(-code).name if code is not None and code < 0 else f"exit {code}"
+        how = signal_name(-code) if code is not None and code < 0 else f"exit {code}"
         raise RuntimeError(f"crashed ({how})") from None
     child.join()
     if not succeeded:
