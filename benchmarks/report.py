@@ -20,7 +20,8 @@ def machine() -> dict:
     memory = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()) \
         if Path("/proc/meminfo").exists() else None
     versions = {}
-    for package in ("onnxruntime", "llama_cpp", "torch", "sentence_transformers", "grpc"):
+    for package in ("onnxruntime", "openvino", "llama_cpp", "torch", "sentence_transformers",
+                    "grpc"):
         try:
             versions[package] = __import__(package).__version__
         except Exception:  # a peer that is not installed

@@ -78,3 +78,20 @@ def test_a_peer_runs_isolated_so_its_crash_costs_its_row_not_the_run():
         isolated(int, "not a number")
     with pytest.raises(RuntimeError, match=r"crashed \(SIGABRT\)"):
         isolated(os.abort)
+
+
+def test_openvino_sweep_batches_as_the_scheduler_does():
+    """The sweep's plan for clients keeping one text each in flight: every text once, each
+    batch formed from what those clients have sent; no clients: the whole queue's plan."""
+    from benchmarks.openvino_settings import served_plan
+    from embedrpc.service.runtimes.batching import BatchPolicy, plan_batches
+
+    policy = BatchPolicy(64, max_padding_ratio=1.25)
+    lengths = [10, 30, 11, 9, 31, 12, 40, 10, 29, 8]
+    batches = served_plan(lengths, policy, clients=3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert batches[:2] == [[0, 2], [1, 4]]  # 1 waits for a text of its length to be sent
+    assert all(max(batch) < 3 + sum(map(len, batches[:n]))
+               for n, batch in enumerate(batches))  # never a text its client has not sent
+    assert served_plan(lengths, policy, clients=0) == plan_batches(lengths, policy)
+    assert served_plan(lengths, policy, clients=len(lengths)) == plan_batches(lengths, policy)

@@ -60,6 +60,19 @@ def native_bf16(core) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def compile_config(inference: str, options: RuntimeOptions) -> dict:
+    """The CPU plugin's settings: one stream with every thread on one request at a time (the
+    scheduler runs one batch at a time; benchmarks/results/openvino-settings-*.md measures the
+    alternatives)."""
+    config = {"INFERENCE_PRECISION_HINT": inference, "PERFORMANCE_HINT": "LATENCY",
+              "ENABLE_MMAP": True}
+    if options.threads:
+        config["INFERENCE_NUM_THREADS"] = options.threads
+    if usable_directory(options.compiled_cache):  # a restart loads, not compiles
+        config["CACHE_DIR"] = options.compiled_cache
+    return config
+
+
 class OpenVinoRuntime(Runtime):
     def __init__(self, model_path, *, artifact: str, precision: str, pad_token_id: int,
                  options: RuntimeOptions = DEFAULT_OPTIONS,
@@ -78,14 +91,9 @@ class OpenVinoRuntime(Runtime):
         inference = INFERENCE_PRECISION[precision]
         if inference == "bf16" and not native_bf16(core):
             inference = "f32"
-        config = {"INFERENCE_PRECISION_HINT": inference, "PERFORMANCE_HINT": "LATENCY",
-                  "ENABLE_MMAP": True}
-        if options.threads:
-            config["INFERENCE_NUM_THREADS"] = options.threads
-        if usable_directory(options.compiled_cache):  # a restart loads, not compiles
-            config["CACHE_DIR"] = options.compiled_cache
         try:
-            compiled = core.compile_model(str(model_path), "CPU", config)
+            compiled = core.compile_model(str(model_path), "CPU",
+                                          compile_config(inference, options))
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             raise RuntimeFailure(f"cannot load {model_path}: {exc}") from exc
         self._request = compiled.create_infer_request()
