@@ -64,13 +64,7 @@ def main(argv=None) -> int:
     print(f"[bench] {workload}: {tokens} tokens", file=sys.stderr)
 
     config = json.loads((checkpoint / "config.json").read_text())
-    mean_length = tokens / len(sequences)
-    flops = limit.flops_per_token(config, int(mean_length / 2))  # mean context of a token
-    fp32, int8 = limit.gemm_peak("fp32", args.threads), limit.gemm_peak("int8", args.threads)
-    bf16 = limit.bf16_peak(args.threads)
-    limits = {"fp32_gflops": fp32, "int8_gops": int8, "gflop_per_token": flops / 1e9,
-              "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops,
-              "bf16_gflops": bf16, "bf16_tokens_per_s": bf16 * 1e9 / flops if bf16 else None}
+    limits = limit.ceilings(config, tokens / len(sequences), args.threads)
 
     print("[bench] onnx-fp32 reference vectors", file=sys.stderr)
     reference = open_runtime(bundle, "onnx-fp32", options_for(bundle,

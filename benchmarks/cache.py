@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks import assets, report
-from benchmarks.engines import _free_port, saturate, serving
+from benchmarks.engines import free_port, saturate, serving
 from benchmarks.workload import Text, make_workload
 from embedrpc.service.runtimes import hostinfo
 
@@ -46,7 +46,7 @@ def served(bundle_dir: Path, artifact: str, texts: list[Text], threads: int, cli
     """(seconds for the stream, cache hits) through a fresh `embedrpc serve`."""
     from embedrpc.v1 import embedding_pb2 as pb
 
-    metrics_port = _free_port()
+    metrics_port = free_port()
     flags = ["--cache-bytes", cache_bytes] if cache_bytes is not None else []
     with serving(bundle_dir, artifact, threads, *flags, metrics_port=metrics_port) as (_, stub):
         def send(text: Text) -> None:

@@ -15,20 +15,20 @@ import time
 from pathlib import Path
 
 from benchmarks import assets, report
-from benchmarks.engines import PROMPT_RECONNECT, _first_answer, _free_port
+from benchmarks.engines import PROMPT_RECONNECT, first_answer, free_port
 from embedrpc.service.runtimes import hostinfo
 
 ARTIFACTS = {"openvino-int8": "openvino-cpu", "openvino-bf16": "openvino-cpu",
              "onnx-int8": "onnx-cpu", "onnx-fp32": "onnx-cpu", "gguf-q8_0": "llamacpp"}
 
 
-def start_to_first_answer(bundle_dir: Path, runtime: str, artifact: str, threads: int) -> float:
+def start_tofirst_answer(bundle_dir: Path, runtime: str, artifact: str, threads: int) -> float:
     import grpc
 
     from embedrpc.v1 import embedding_pb2 as pb
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir), "--host",
@@ -36,7 +36,7 @@ def start_to_first_answer(bundle_dir: Path, runtime: str, artifact: str, threads
          "--artifact", artifact, "--threads", str(threads)], stderr=subprocess.DEVNULL)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=PROMPT_RECONNECT)
     try:
-        return _first_answer(pb_grpc.EmbeddingServiceStub(channel), pb, process, started)
+        return first_answer(pb_grpc.EmbeddingServiceStub(channel), pb, process, started)
     finally:
         channel.close()
         process.send_signal(signal.SIGTERM)
@@ -54,8 +54,8 @@ def main(argv=None) -> int:
              "|---|---|--:|---|"]
     for artifact, runtime in ARTIFACTS.items():
         print(f"[bench] {artifact}: a first start (caches), then {args.starts}", file=sys.stderr)
-        start_to_first_answer(bundle_dir, runtime, artifact, args.threads)
-        times = [start_to_first_answer(bundle_dir, runtime, artifact, args.threads)
+        start_tofirst_answer(bundle_dir, runtime, artifact, args.threads)
+        times = [start_tofirst_answer(bundle_dir, runtime, artifact, args.threads)
                  for _ in range(args.starts)]
         median = statistics.median(times)
         lines.append(f"| {artifact} | {runtime} | {median:.2f} ({max(times):.2f}) | "

@@ -105,7 +105,7 @@ def raw(bundle, artifact: str, sequences: list[list[int]], queries: list[list[in
                   note=f"precision {runtime.precision}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -122,7 +122,7 @@ def serving(bundle_dir, artifact: str, threads: int, *flags: str, metrics_port: 
 
     process = subprocess.Popen(
         [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir), "--host",
-         "127.0.0.1", "--port", str(port := _free_port()), "--metrics-port", str(metrics_port),
+         "127.0.0.1", "--port", str(port := free_port()), "--metrics-port", str(metrics_port),
          "--artifact", artifact, "--threads", str(threads), *flags], stderr=subprocess.DEVNULL)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.EmbeddingServiceStub(channel)
@@ -189,7 +189,7 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     from embedrpc.v1 import embedding_pb2 as pb
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_port(), free_port()
     command = [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir),
                "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
                "--runtime", runtime, "--artifact", artifact, "--threads", str(threads),
@@ -213,7 +213,7 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     stub = pb_grpc.EmbeddingServiceStub(channel)
     task = {"query": pb.TASK_QUERY}
     try:
-        cold_start = _first_answer(stub, pb, process, started)
+        cold_start = first_answer(stub, pb, process, started)
         if protocol == GRPC:
             def send(text, kind):
                 stub.Embed(pb.EmbedRequest(inputs=[text], task=task.get(kind, pb.TASK_DOCUMENT)),
@@ -280,7 +280,7 @@ PROMPT_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 10),
                     ("grpc.min_reconnect_backoff_ms", 10), ("grpc.max_reconnect_backoff_ms", 50)]
 
 
-def _first_answer(stub, pb, process, started: float) -> float:
+def first_answer(stub, pb, process, started: float) -> float:
     import grpc
 
     while True:
@@ -383,7 +383,7 @@ def infinity(executable, checkpoint, prompted: list[str], queries: list[str], to
     import json
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen([str(executable), "v2", "--model-id", str(checkpoint), "--engine",
                                 "torch", "--device", "cpu", "--port", str(port),

@@ -92,3 +92,14 @@ def bf16_peak(threads: int = 0, m: int = 512, k: int = 1024, n: int = 3072,
         request.infer(feed)
         runs += 1
     return 2.0 * m * k * n * runs / (time.perf_counter() - started) / 1e9
+
+
+def ceilings(config: dict, mean_length: float, threads: int) -> dict:
+    """This host's GEMM rates and the tokens/s ceilings they give the model at a workload's
+    mean text length (a token's mean context is half of it)."""
+    flops = flops_per_token(config, int(mean_length / 2))
+    fp32, int8 = gemm_peak("fp32", threads), gemm_peak("int8", threads)
+    bf16 = bf16_peak(threads)
+    return {"fp32_gflops": fp32, "int8_gops": int8, "gflop_per_token": flops / 1e9,
+            "fp32_tokens_per_s": fp32 * 1e9 / flops, "int8_tokens_per_s": int8 * 1e9 / flops,
+            "bf16_gflops": bf16, "bf16_tokens_per_s": bf16 * 1e9 / flops if bf16 else None}

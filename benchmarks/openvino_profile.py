@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import json
 import os
 import sys
 import time
@@ -49,13 +50,14 @@ def main(argv=None) -> int:
         prompt = prompts["query" if text.kind == "query" else "document"]
         by_kind[text.kind].append(tokenizer.encode([prompt + text.text])[0])
     every = [ids for kind in by_kind.values() for ids in kind]
-    ceilings = _ceilings(checkpoint, sum(map(len, every)) / len(every), args.threads)
+    config = json.loads((checkpoint / "config.json").read_text())
+    limits = limit.ceilings(config, sum(map(len, every)) / len(every), args.threads)
+    ceilings = {"int8": limits["int8_tokens_per_s"], "f32": limits["fp32_tokens_per_s"],
+                "bf16": limits["bf16_tokens_per_s"] or float("nan")}
     core, sections = openvino.Core(), []
     for name in args.artifacts.split(","):
         artifact = bundle.manifest.artifact(name)
-        inference = openvino_runtime.INFERENCE_PRECISION[artifact.precision]
-        if inference == "bf16" and not openvino_runtime.native_bf16(core):
-            inference = "f32"
+        inference = openvino_runtime.inference_precision(core, artifact.precision)
         config = {**openvino_runtime.compile_config(inference,
                                                     RuntimeOptions(threads=args.threads)),
                   "PERF_COUNT": True}
@@ -84,18 +86,6 @@ def main(argv=None) -> int:
         f"{cpu.label}. openvino {host['versions'].get('openvino')}.", ""])
     report.write_focused(args.out, "openvino-profile", text)
     return 0
-
-
-def _ceilings(checkpoint, mean_length: float, threads: int) -> dict[str, float]:
-    """Tokens/s ceilings by precision, as the full benchmark computes them."""
-    import json
-
-    config = json.loads((checkpoint / "config.json").read_text())
-    flops = limit.flops_per_token(config, int(mean_length / 2))  # mean context of a token
-    bf16 = limit.bf16_peak(threads)
-    return {"int8": limit.gemm_peak("int8", threads) * 1e9 / flops,
-            "f32": limit.gemm_peak("fp32", threads) * 1e9 / flops,
-            "bf16": bf16 * 1e9 / flops if bf16 else float("nan")}
 
 
 def _shape_lines(label: str, shape, tokens: int, wall: float, profile, ceiling: float

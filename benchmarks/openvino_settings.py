@@ -42,7 +42,7 @@ SETTINGS = {
     "token budget 1024": ({}, 1, 1024, 16, False),
     "token budget 2048": ({}, 1, 2048, 16, False),
     "token budget 8192": ({}, 1, 8192, 16, False),
-    "whole queue batched (the raw benchmark's plan)": ({}, 1, 4096, 0, False),
+    "whole queue batched (as the raw benchmark batches)": ({}, 1, 4096, 0, False),
     "CPU pinning off": ({"ENABLE_CPU_PINNING": False}, 1, 4096, 16, False),
     "weights read, not mmap'd": ({"ENABLE_MMAP": False}, 1, 4096, 16, False),
     "started from the compiled-model cache": ({}, 1, 4096, 16, True),
@@ -51,7 +51,7 @@ SETTINGS = {
 
 def served_plan(lengths: list[int], policy: BatchPolicy, clients: int) -> list[list[int]]:
     """The scheduler's batches when `clients` each keep one text in flight and send the next
-    as soon as theirs is answered; 0 clients: the whole list queued at once."""
+    as soon as theirs is answered; 0 clients: the whole list queued at once (`plan_batches`)."""
     if not clients:
         return plan_batches(lengths, policy)
     sent = min(clients, len(lengths))
@@ -77,9 +77,7 @@ def measure(payload: dict) -> dict:
 
     started = time.perf_counter()
     core = openvino.Core()
-    inference = openvino_runtime.INFERENCE_PRECISION[payload["precision"]]
-    if inference == "bf16" and not openvino_runtime.native_bf16(core):
-        inference = "f32"
+    inference = openvino_runtime.inference_precision(core, payload["precision"])
     options = RuntimeOptions(threads=payload["threads"], compiled_cache=payload["cache"])
     config = {**openvino_runtime.compile_config(inference, options), **payload["settings"]}
     compiled = core.compile_model(payload["path"], "CPU", config)
@@ -157,7 +155,7 @@ def main(argv=None) -> int:
         f"{args.threads} threads, medians of {args.rounds} interleaved rounds, each setting in "
         f"its own process. `first pass`: every batch shape new to the plugin; `repeated`: the "
         f"same batches again. `open + first answer`: compiling (or loading from the cache) and "
-        f"one short text. This host: {cpu.label}. openvino "
+        f"the workload's first text. This host: {cpu.label}. openvino "
         f"{host['versions'].get('openvino')}.", ""])
     report.write_focused(args.out, "openvino-settings", text)
     return 0

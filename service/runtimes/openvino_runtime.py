@@ -60,6 +60,12 @@ def native_bf16(core) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def inference_precision(core, precision: str) -> str:
+    """What an artifact of `precision` computes in on this CPU (bf16 only where native)."""
+    inference = INFERENCE_PRECISION[precision]
+    return "f32" if inference == "bf16" and not native_bf16(core) else inference
+
+
 def compile_config(inference: str, options: RuntimeOptions) -> dict:
     """The CPU plugin's settings: one stream with every thread on one request at a time (the
     scheduler runs one batch at a time; benchmarks/results/openvino-settings-*.md measures the
@@ -88,9 +94,7 @@ class OpenVinoRuntime(Runtime):
             raise RuntimeFailure(f"{SPEC.name} runs {' or '.join(INFERENCE_PRECISION)} "
                                  f"artifacts, not {precision}")
         core = openvino.Core()
-        inference = INFERENCE_PRECISION[precision]
-        if inference == "bf16" and not native_bf16(core):
-            inference = "f32"
+        inference = inference_precision(core, precision)
         try:
             compiled = core.compile_model(str(model_path), "CPU",
                                           compile_config(inference, options))
