@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import assets, engines, limit, report
-from benchmarks.workload import make_workload
+from benchmarks.workload import SIZES, make_workload, sized_workload
 from embedrpc.service.runtimes.interface import options_for
 from embedrpc.service.runtimes.registry import open_runtime
 
@@ -21,8 +21,6 @@ ENGINES = [("onnx-cpu", "onnx-int8"), ("onnx-cpu", "onnx-fp32"),
            ("llamacpp", "gguf-q8_0"), ("llamacpp", "gguf-f16")]
 # Served over the HTTP front too (OpenAI's route, base64 and float) beside gRPC.
 HTTP_ENGINES = [("openvino-cpu", "openvino-int8"), ("onnx-cpu", "onnx-int8")]
-SIZES = {"quick": dict(queries=16, docs128=6, docs512=2, latency=12),
-         "full": dict(queries=64, docs128=24, docs512=8, latency=40)}
 
 
 def main(argv=None) -> int:
@@ -51,9 +49,8 @@ def main(argv=None) -> int:
     bundle = Bundle(bundle_dir)
     prompts = bundle.manifest.prompts
     tokenizer = bundle.tokenizer(args.max_batch_tokens)
-    texts = make_workload(tokenizer.count_tokens, size["queries"], size["docs128"],
-                          size["docs512"], args.seed)
-    prompted = [prompts["query" if t.kind == "query" else "document"] + t.text for t in texts]
+    texts = sized_workload(tokenizer.count_tokens, "quick" if args.quick else "full", args.seed)
+    prompted = [t.prompted(prompts) for t in texts]
     sequences = [tokenizer.encode([p])[0] for p in prompted]
     tokens = sum(map(len, sequences))
     queries = [t.text for t in make_workload(tokenizer.count_tokens, size["latency"], 0, 0,

@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     prompts, tokenizer = bundle.manifest.prompts, bundle.tokenizer(2048)
     unique = make_workload(tokenizer.count_tokens, 96, 32, 8, args.seed)
     texts = stream(unique, args.repeat_rate, args.seed)
-    tokens = sum(tokenizer.count_tokens(prompts["query" if t.kind == "query" else "document"]
-                                        + t.text) for t in texts)
+    tokens = sum(tokenizer.count_tokens(t.prompted(prompts)) for t in texts)
     distinct = len({(text.kind, text.text) for text in texts})  # the workload repeats some too
     repeats = len(texts) - distinct
 

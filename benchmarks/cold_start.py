@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from benchmarks import assets, report
-from benchmarks.engines import PROMPT_RECONNECT, first_answer, free_port
+from benchmarks.engines import PROMPT_RECONNECT, first_answer, free_port, serve_command
 from embedrpc.service.runtimes import hostinfo
 
 ARTIFACTS = {"openvino-int8": "openvino-cpu", "openvino-bf16": "openvino-cpu",
              "onnx-int8": "onnx-cpu", "onnx-fp32": "onnx-cpu", "gguf-q8_0": "llamacpp"}
 
 
-def start_tofirst_answer(bundle_dir: Path, runtime: str, artifact: str, threads: int) -> float:
+def start_to_first_answer(bundle_dir: Path, runtime: str, artifact: str, threads: int) -> float:
     import grpc
 
     from embedrpc.v1 import embedding_pb2 as pb
@@ -30,10 +30,8 @@ def start_tofirst_answer(bundle_dir: Path, runtime: str, artifact: str, threads:
 
     port = free_port()
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir), "--host",
-         "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--runtime", runtime,
-         "--artifact", artifact, "--threads", str(threads)], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(serve_command(bundle_dir, port, artifact, threads, "--runtime",
+                                             runtime), stderr=subprocess.DEVNULL)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=PROMPT_RECONNECT)
     try:
         return first_answer(pb_grpc.EmbeddingServiceStub(channel), pb, process, started)
@@ -54,8 +52,8 @@ def main(argv=None) -> int:
              "|---|---|--:|---|"]
     for artifact, runtime in ARTIFACTS.items():
         print(f"[bench] {artifact}: a first start (caches), then {args.starts}", file=sys.stderr)
-        start_tofirst_answer(bundle_dir, runtime, artifact, args.threads)
-        times = [start_tofirst_answer(bundle_dir, runtime, artifact, args.threads)
+        start_to_first_answer(bundle_dir, runtime, artifact, args.threads)
+        times = [start_to_first_answer(bundle_dir, runtime, artifact, args.threads)
                  for _ in range(args.starts)]
         median = statistics.median(times)
         lines.append(f"| {artifact} | {runtime} | {median:.2f} ({max(times):.2f}) | "

@@ -111,6 +111,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def serve_command(bundle_dir, port: int, artifact: str, threads: int, *flags: str,
+                  metrics_port: int = 0) -> list[str]:
+    """`embedrpc serve` of one artifact on 127.0.0.1:`port` (metrics off by default)."""
+    return [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir), "--host",
+            "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), "--artifact",
+            artifact, "--threads", str(threads), *flags]
+
+
 @contextlib.contextmanager
 def serving(bundle_dir, artifact: str, threads: int, *flags: str, metrics_port: int = 0):
     """A fresh `embedrpc serve` of one artifact, ready and warmed: yields (process, stub);
@@ -121,9 +129,8 @@ def serving(bundle_dir, artifact: str, threads: int, *flags: str, metrics_port: 
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir), "--host",
-         "127.0.0.1", "--port", str(port := free_port()), "--metrics-port", str(metrics_port),
-         "--artifact", artifact, "--threads", str(threads), *flags], stderr=subprocess.DEVNULL)
+        serve_command(bundle_dir, port := free_port(), artifact, threads, *flags,
+                      metrics_port=metrics_port), stderr=subprocess.DEVNULL)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.EmbeddingServiceStub(channel)
     try:
@@ -190,12 +197,10 @@ def served(bundle_dir, runtime: str, artifact: str, texts: list[Text], queries: 
     from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
     port, http_port = free_port(), free_port()
-    command = [sys.executable, "-m", "embedrpc.service.cli", "serve", str(bundle_dir),
-               "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-               "--runtime", runtime, "--artifact", artifact, "--threads", str(threads),
-               "--max-batch-tokens", str(max_batch_tokens),
-               "--max-input-tokens", str(max_batch_tokens),
-               "--cache-bytes", "0"]  # the engine's own speed (benchmarks/cache.py: the cache's)
+    command = serve_command(bundle_dir, port, artifact, threads, "--runtime", runtime,
+                            "--max-batch-tokens", str(max_batch_tokens),
+                            "--max-input-tokens", str(max_batch_tokens),
+                            "--cache-bytes", "0")  # the engine's own speed (cache.py: the cache's)
     if protocol != GRPC:
         command += ["--http-port", str(http_port)]
     # The server's self-check, run (and cached) first: the cold start below is a restart's.

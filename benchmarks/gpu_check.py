@@ -61,8 +61,7 @@ def main(argv=None) -> int:
     tokenizer = bundle.tokenizer(args.max_batch_tokens)
     texts = make_workload(tokenizer.count_tokens, 512, 256, 64)
     prompts = bundle.manifest.prompts
-    ids = [tokenizer.encode([prompts["query" if t.kind == "query" else "document"] + t.text])[0]
-           for t in texts]
+    ids = [tokenizer.encode([t.prompted(prompts)])[0] for t in texts]
     tokens = sum(map(len, ids))
     queries = [t.text for t in make_workload(tokenizer.count_tokens, 50, 0, 0, 7)]
     runtime = open_runtime(bundle, "onnx-fp16", options_for(bundle,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks import assets, report
-from benchmarks.workload import make_workload
+from benchmarks.workload import sized_workload
 from embedrpc.service.runtimes import hostinfo, llamacpp_runtime
 from embedrpc.service.runtimes.interface import RuntimeOptions
 from embedrpc.service.runtimes.isolation import ChildFailed, run_isolated
@@ -83,9 +83,8 @@ def main(argv=None) -> int:
     bundle = Bundle(bundle_dir)
     tokenizer = bundle.tokenizer(args.max_batch_tokens)
     prompts = bundle.manifest.prompts
-    texts = make_workload(tokenizer.count_tokens, 16, 6, 2, args.seed)
-    sequences = [tokenizer.encode([prompts["query" if t.kind == "query" else "document"]
-                                   + t.text])[0] for t in texts]
+    texts = sized_workload(tokenizer.count_tokens, "quick", args.seed)
+    sequences = [tokenizer.encode([t.prompted(prompts)])[0] for t in texts]
     tokens = sum(map(len, sequences))
     paths = {precision: quantised(bundle_dir, precision) for precision in PRECISIONS}
     samples: dict[tuple[str, bool], list] = {(p, e): [] for p in PRECISIONS for e in (True, False)}

@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import assets, report
 from benchmarks.engines import vm_hwm_kb
-from benchmarks.workload import make_workload
+from benchmarks.workload import sized_workload
 from embedrpc.service.runtimes import hostinfo, llamacpp_runtime
 from embedrpc.service.runtimes.interface import RuntimeOptions
 from embedrpc.service.runtimes.isolation import ChildFailed, run_isolated
@@ -68,9 +68,8 @@ def main(argv=None) -> int:
     artifact = bundle.manifest.artifact(args.artifact)
     tokenizer = bundle.tokenizer(2048)
     prompts = bundle.manifest.prompts
-    texts = make_workload(tokenizer.count_tokens, 16, 6, 2, args.seed)
-    sequences = [tokenizer.encode([prompts["query" if t.kind == "query" else "document"]
-                                   + t.text])[0] for t in texts]
+    texts = sized_workload(tokenizer.count_tokens, "quick", args.seed)
+    sequences = [tokenizer.encode([t.prompted(prompts)])[0] for t in texts]
     tokens = sum(map(len, sequences))
     samples: dict[tuple[int, str], list] = {setting: [] for setting in SETTINGS}
     for round_ in range(args.rounds):  # interleaved, so a noisy neighbour hits every setting

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks import assets, limit, report
-from benchmarks.workload import make_workload
+from benchmarks.workload import sized_workload
 from embedrpc.service.runtimes import hostinfo, openvino_runtime
 from embedrpc.service.runtimes.interface import RuntimeOptions, pad
 
@@ -44,11 +44,9 @@ def main(argv=None) -> int:
 
     bundle = Bundle(bundle_dir)
     tokenizer, prompts = bundle.tokenizer(4096), bundle.manifest.prompts
-    texts = make_workload(tokenizer.count_tokens, 64, 24, 8, args.seed)
     by_kind = collections.defaultdict(list)
-    for text in texts:
-        prompt = prompts["query" if text.kind == "query" else "document"]
-        by_kind[text.kind].append(tokenizer.encode([prompt + text.text])[0])
+    for text in sized_workload(tokenizer.count_tokens, "full", args.seed):
+        by_kind[text.kind].append(tokenizer.encode([text.prompted(prompts)])[0])
     every = [ids for kind in by_kind.values() for ids in kind]
     config = json.loads((checkpoint / "config.json").read_text())
     limits = limit.ceilings(config, sum(map(len, every)) / len(every), args.threads)

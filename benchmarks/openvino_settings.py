@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import assets, report
 from benchmarks.engines import vm_hwm_kb
-from benchmarks.workload import make_workload
+from benchmarks.workload import sized_workload
 from embedrpc.service.runtimes import hostinfo, openvino_runtime
 from embedrpc.service.runtimes.batching import BatchPolicy, plan_batches, take_batch
 from embedrpc.service.runtimes.interface import CPU_MAX_PADDING_RATIO, RuntimeOptions, pad
@@ -118,9 +118,8 @@ def main(argv=None) -> int:
     bundle = Bundle(bundle_dir)
     tokenizer = bundle.tokenizer(4096)
     prompts = bundle.manifest.prompts
-    texts = make_workload(tokenizer.count_tokens, 64, 24, 8, args.seed)  # the full workload
-    sequences = [tokenizer.encode([prompts["query" if t.kind == "query" else "document"]
-                                   + t.text])[0] for t in texts]
+    texts = sized_workload(tokenizer.count_tokens, "full", args.seed)
+    sequences = [tokenizer.encode([t.prompted(prompts)])[0] for t in texts]
     tokens = sum(map(len, sequences))
     sections = []
     for name in args.artifacts.split(","):

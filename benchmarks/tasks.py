@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import assets, report
 from benchmarks.engines import _children_rss_mb, saturate, serving
-from benchmarks.workload import make_workload
+from benchmarks.workload import sized_workload
 from embedrpc.service.runtimes import hostinfo
 from embedrpc.service.runtimes.isolation import run_isolated
 
@@ -114,10 +114,9 @@ def main(argv=None) -> int:
     four_dir, merged_dir = bundles()
     four, merged = Bundle(four_dir), Bundle(merged_dir)
     tokenizer = four.tokenizer(2048)
-    texts = make_workload(tokenizer.count_tokens, 64, 24, 8, args.seed)
+    texts = sized_workload(tokenizer.count_tokens, "full", args.seed)
     prompts = four.manifest.prompts
-    tokens = sum(tokenizer.count_tokens(prompts["query" if t.kind == "query" else "document"]
-                                        + t.text) for t in texts)
+    tokens = sum(tokenizer.count_tokens(t.prompted(prompts)) for t in texts)
     one_task = [TASKS[0]] * len(texts)
     mixed = [TASKS[i % len(TASKS)] for i in range(len(texts))]
     short = tokenizer.encode([prompts["query"] + "what is a vector database?"])[0]

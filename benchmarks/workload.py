@@ -23,10 +23,18 @@ _SENTENCES = [
 ]
 
 
+SIZES = {"quick": dict(queries=16, docs128=6, docs512=2, latency=12),
+         "full": dict(queries=64, docs128=24, docs512=8, latency=40)}
+
+
 @dataclass(frozen=True)
 class Text:
     kind: str  # "query", "doc128", "doc512"
     text: str
+
+    def prompted(self, prompts: dict[str, str]) -> str:
+        """The text behind its prompt: queries the query prompt, documents the document one."""
+        return prompts["query" if self.kind == "query" else "document"] + self.text
 
 
 def _document(rng: random.Random, target_tokens: int, count_tokens) -> str:
@@ -47,3 +55,10 @@ def make_workload(count_tokens, queries: int, docs128: int, docs512: int,
     texts += [Text("doc512", _document(rng, 512, count_tokens)) for _ in range(docs512)]
     rng.shuffle(texts)
     return texts
+
+
+def sized_workload(count_tokens, size: str, seed: int = 1234) -> list[Text]:
+    """The `quick` or `full` workload (SIZES) of the full benchmark."""
+    counts = SIZES[size]
+    return make_workload(count_tokens, counts["queries"], counts["docs128"], counts["docs512"],
+                         seed)
