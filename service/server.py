@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,7 +106,8 @@ def choose_runtime(config: ServerConfig, bundle: Bundle, limits: ServingLimits) 
 
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
 # A stopping server first refuses new calls until none has arrived for DRAIN_QUIET_S (at most
-# DRAIN_QUIET_MOST_S, within the grace period): see fronts/grpc_wire.py's Drain.
+# DRAIN_QUIET_MOST_S), then lets the calls it serves end; all within the grace period
+# (service/fronts/drain.py).
 DRAIN_QUIET_S, DRAIN_QUIET_MOST_S = 0.5, 5.0
 
 
@@ -280,20 +282,29 @@ class EmbedServer:
     async def stop(self, grace: float | None = None) -> None:
         """Health says NOT_SERVING (clients that watch it move away) and new RPCs get
         UNAVAILABLE; once calls stop arriving, open streams stop being read, in-flight RPCs
-        finish (up to the grace period), and everything shuts down."""
+        finish and their answers reach the clients (up to the grace period), and everything
+        shuts down."""
         grace = self.config.grace_seconds if grace is None else grace
+        ends = time.monotonic() + grace
         await self.grpc_health.enter_graceful_shutdown()
         self.drain.draining = True
         await self.drain.quiet(DRAIN_QUIET_S, min(grace, DRAIN_QUIET_MOST_S))
         for front in self.fronts:
             front.streams.drain()
-        await asyncio.gather(self.server.stop(grace),
-                             *([self.http.stop()] if self.http else []))
+        await asyncio.gather(self._stop_grpc(ends), *([self.http.stop()] if self.http else []))
         await self.scheduler.close()
         self.embedder.close()
         self.runtime.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
+
+    async def _stop_grpc(self, ends: float) -> None:
+        """Stop the gRPC server once its calls have ended, so that no connection closes with
+        a part of an answer unsent (service/fronts/drain.py says why)."""
+        if not await self.drain.finished(ends - time.monotonic()):
+            log.warning("the grace period ended with %d call(s) still being served: they are "
+                        "cancelled", self.drain.serving)
+        await self.server.stop(max(0.0, ends - time.monotonic()))
 
 
 async def serve(config: ServerConfig) -> None:

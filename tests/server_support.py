@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
+import time
 from dataclasses import replace
 
 import grpc
@@ -85,3 +88,50 @@ def vectors_of(response: pb.EmbedResponse) -> np.ndarray:
 
 def packed_of(response: pb.EmbedResponse, dtype) -> np.ndarray:
     return np.vstack([np.frombuffer(e.packed, dtype=dtype) for e in response.embeddings])
+
+
+class SlowReadingProxy:
+    """A TCP proxy on 127.0.0.1 that passes the client's bytes on at once and the server's
+    bytes slowly, through a small receive buffer: a loaded sidecar proxy (docker's userland
+    proxy, a service mesh), which leaves a large answer waiting in the server's send queue."""
+
+    CHUNK, PAUSE_S = 4096, 0.002
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.socket()
+            upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.CHUNK)
+            upstream.connect(("127.0.0.1", self.target_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pass, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pass, args=(upstream, client, True), daemon=True).start()
+
+    def _pass(self, source: socket.socket, sink: socket.socket, slowly: bool) -> None:
+        try:
+            while data := source.recv(self.CHUNK):
+                sink.sendall(data)
+                if slowly:
+                    time.sleep(self.PAUSE_S)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for sock in (self._listener, *self._sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -3,6 +3,7 @@ status codes, cancellation, backpressure, drain, health and reflection."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -17,9 +18,10 @@ from embedrpc.service.bundle.formats import BARS
 from embedrpc.service.bundle.manifest import load_manifest
 from embedrpc.service.core.encoding import matryoshka
 from embedrpc.v1 import embedding_pb2 as pb
+from embedrpc.v1 import embedding_pb2_grpc as pb_grpc
 
 from conftest import cached_checkpoint, exported_bundle
-from server_support import LoopbackServer, packed_of, vectors_of
+from server_support import LoopbackServer, SlowReadingProxy, packed_of, vectors_of
 
 # (runtime, artifact, min cosine vs the oracle)
 RUNTIMES = [(runtime, artifact, BARS[artifact]) for runtime, artifact in (
@@ -382,6 +384,53 @@ def test_shutdown_drains_in_flight_and_refuses_new(bundle):
     fresh.close()
     server.channel.close()
     server.loop.call_soon_threadsafe(server.loop.stop)
+
+
+def test_a_stopping_server_delivers_a_large_answer_to_a_slow_reader(bundle):
+    """The answer of a call that ends during the stop still reaches a client that reads it
+    slowly (through a loaded proxy): no connection closes with a part of it still in the
+    server's send queue."""
+    server = LoopbackServer(bundle, gated=True, runtime="onnx-cpu", artifact="onnx-int8",
+                            max_queue=4096, cache_bytes=0)
+    proxy = SlowReadingProxy(server.port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{proxy.port}")
+    texts = [f"text {i}" for i in range(2000)]  # about 0.5 MB of answer
+    runtime = server.runtime
+    runtime.gate.clear()
+    in_flight = pb_grpc.EmbeddingServiceStub(channel).Embed.future(
+        pb.EmbedRequest(inputs=texts), timeout=60)
+    assert runtime.entered.wait(10)
+    stopping = asyncio.run_coroutine_threadsafe(server.server.stop(30), server.loop)
+    _wait_for(lambda: server.server.drain.draining)
+    runtime.gate.set()
+    try:
+        assert len(in_flight.result().embeddings) == len(texts)
+        stopping.result(60)
+    finally:
+        channel.close()
+        proxy.close()
+        server.channel.close()
+        server.loop.call_soon_threadsafe(server.loop.stop)
+
+
+def test_every_call_is_counted_while_served_and_no_longer(gated):
+    """What the stop waits for (Drain.finished): a call counts from its start until it ends,
+    however it ends: answered, refused as invalid, streamed, or cancelled by its client."""
+    drain, runtime = gated.server.drain, gated.runtime
+    assert len(embed(gated, ["x"]).embeddings) == 1
+    with pytest.raises(grpc.RpcError):
+        embed(gated, [])
+    requests = [pb.EmbedRequest(inputs=[f"text {i}"], id=str(i)) for i in range(3)]
+    assert len(list(gated.stub.EmbedStream(iter(requests), timeout=30))) == 3
+    _wait_for(lambda: drain.serving == 0)
+    runtime.gate.clear()
+    runtime.entered.clear()
+    held = gated.stub.Embed.future(pb.EmbedRequest(inputs=["held"]), timeout=30)
+    assert runtime.entered.wait(10)
+    _wait_for(lambda: drain.serving == 1)
+    held.cancel()
+    _wait_for(lambda: drain.serving == 0)
+    runtime.gate.set()
 
 
 # -- health and reflection ------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -212,9 +213,38 @@ def refusal(handler, code: grpc.StatusCode, message: str):
                 response_serializer=handler.response_serializer)
 
 
+def counted(handler, drain: Drain):
+    """`handler`, its calls counted in `drain` from their start until they end (their status
+    sent, or cancelled); a handler that is not a coroutine or an async generator, unchanged."""
+    kind = {(False, False): "unary_unary", (False, True): "unary_stream",
+            (True, False): "stream_unary", (True, True): "stream_stream"}[
+        (handler.request_streaming, handler.response_streaming)]
+    behaviour = getattr(handler, kind)
+
+    def begin(context) -> None:
+        drain.began()
+        context.add_done_callback(lambda _context: drain.ended())
+
+    async def serve(request, context):
+        begin(context)
+        return await behaviour(request, context)
+
+    async def serve_streaming(request, context):
+        begin(context)
+        async with contextlib.aclosing(behaviour(request, context)) as responses:
+            async for response in responses:
+                yield response
+
+    if inspect.isasyncgenfunction(behaviour):
+        return handler._replace(**{kind: serve_streaming})
+    if inspect.iscoroutinefunction(behaviour):
+        return handler._replace(**{kind: serve})
+    return handler
+
+
 class DrainInterceptor(grpc.aio.ServerInterceptor):
     """The gRPC side of the drain (service/fronts/drain.py): once draining, every new RPC but
-    health checks is answered UNAVAILABLE at once."""
+    health checks is answered UNAVAILABLE at once; until then, each is counted while served."""
 
     def __init__(self, drain: Drain):
         self.drain = drain
@@ -224,5 +254,5 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
             return handler
         if self.drain.arrived():
-            return handler
+            return counted(handler, self.drain)
         return refusal(handler, grpc.StatusCode.UNAVAILABLE, REFUSED)
