@@ -5,7 +5,9 @@ and a fuzz of bad bodies that never gets a 5xx or loses a request."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import json
 import ssl
 import threading
@@ -21,7 +23,7 @@ from test_worker_faults import wait_for
 from embedrpc.service.bundle.bundle import Bundle
 from embedrpc.service.runtimes.selection import Choice
 
-from server_support import LoopbackServer, vectors_of
+from server_support import LoopbackServer, SlowReadingProxy, vectors_of
 
 FP32 = Choice("onnx-cpu", "onnx-fp32", "chosen by the test")
 TEXTS = ["what is a vector database?", "深度学习与检索 🎉"]
@@ -255,6 +257,33 @@ def test_health_follows_the_server_and_the_drain(eos_bundle):
         server.server.drain.draining = False
     finally:
         server.stop()
+
+
+
+def test_a_stopping_server_delivers_a_large_http_answer_to_a_slow_reader(eos_bundle):
+    """What tests/test_server.py checks of gRPC, on the HTTP front: an answer finished during the
+    stop reaches a client that reads it slowly (through a loaded proxy), whole."""
+    server = LoopbackServer(eos_bundle, gated=True, http_port=0, choice=FP32, max_queue=4096,
+                            cache_bytes=0)
+    proxy = SlowReadingProxy(server.server.http_port)
+    texts = [f"text {i}" for i in range(2000)]  # about 1.5 MB of JSON
+    model = next(iter(server.server.http.settings.model_names))
+    server.runtime.gate.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(httpx.post, f"http://127.0.0.1:{proxy.port}/v1/embeddings",
+                                json={"input": texts, "model": model}, timeout=60)
+        assert server.runtime.entered.wait(10)
+        stopping = asyncio.run_coroutine_threadsafe(server.server.stop(30), server.loop)
+        wait_for(lambda: server.server.drain.draining)
+        server.runtime.gate.set()
+        try:
+            answer = in_flight.result(60)
+            assert answer.status_code == 200
+            assert [item["index"] for item in answer.json()["data"]] == list(range(len(texts)))
+            stopping.result(60)
+        finally:
+            proxy.close()
+            server.loop.call_soon_threadsafe(server.loop.stop)
 
 
 # -- fuzz ------------------------------------------------------------------------------------
