@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--st-backends", help="python of an environment with "
                         "`sentence-transformers[openvino,onnx]`")
     args = parser.parse_args(argv)
-    size = SIZES["quick" if args.quick else "full"]
+    size_name = "quick" if args.quick else "full"
+    size = SIZES[size_name]
 
     checkpoint, bundle_dir = assets.bundle()
     from embedrpc.service.bundle.bundle import Bundle
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     bundle = Bundle(bundle_dir)
     prompts = bundle.manifest.prompts
     tokenizer = bundle.tokenizer(args.max_batch_tokens)
-    texts = sized_workload(tokenizer.count_tokens, "quick" if args.quick else "full", args.seed)
+    texts = sized_workload(tokenizer.count_tokens, size_name, args.seed)
     prompted = [t.prompted(prompts) for t in texts]
     sequences = [tokenizer.encode([p])[0] for p in prompted]
     tokens = sum(map(len, sequences))

@@ -58,4 +58,3 @@ class Drain:
                 return False
             await asyncio.sleep(POLL_S)
         return True
-

@@ -58,17 +58,21 @@ def tolerant(message_class):
     return parse
 
 
+# A method's shape (request streaming, response streaming): its behaviour's attribute on a
+# method handler, and the function that makes such a handler.
+HANDLER_KINDS = {(False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+                 (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                 (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                 (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler)}
+
+
 def add_service(server, service_descriptor, servicer, pb_module) -> None:
     """Register `servicer`'s methods for `service_descriptor` with tolerant deserializers."""
     handlers = {}
     for method in service_descriptor.methods:
         request = getattr(pb_module, method.input_type.name)
         response = getattr(pb_module, method.output_type.name)
-        make = {(False, False): grpc.unary_unary_rpc_method_handler,
-                (False, True): grpc.unary_stream_rpc_method_handler,
-                (True, False): grpc.stream_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler}[
-            (method.client_streaming, method.server_streaming)]
+        _, make = HANDLER_KINDS[method.client_streaming, method.server_streaming]
         handlers[method.name] = make(getattr(servicer, method.name),
                                      request_deserializer=tolerant(request),
                                      response_serializer=response.SerializeToString)
@@ -203,22 +207,16 @@ def refusal(handler, code: grpc.StatusCode, message: str):
         await context.abort(code, message)
         yield  # an async generator, as a streaming handler must be
 
-    make, behaviour = (
-        (grpc.stream_stream_rpc_method_handler, deny_streaming)
-        if handler.request_streaming and handler.response_streaming else
-        (grpc.unary_stream_rpc_method_handler, deny_streaming) if handler.response_streaming
-        else (grpc.stream_unary_rpc_method_handler, deny) if handler.request_streaming
-        else (grpc.unary_unary_rpc_method_handler, deny))
-    return make(behaviour, request_deserializer=handler.request_deserializer,
+    _, make = HANDLER_KINDS[handler.request_streaming, handler.response_streaming]
+    return make(deny_streaming if handler.response_streaming else deny,
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
 
 
 def counted(handler, drain: Drain):
     """`handler`, its calls counted in `drain` from their start until they end (their status
     sent, or cancelled); a handler that is not a coroutine or an async generator, unchanged."""
-    kind = {(False, False): "unary_unary", (False, True): "unary_stream",
-            (True, False): "stream_unary", (True, True): "stream_stream"}[
-        (handler.request_streaming, handler.response_streaming)]
+    kind, _ = HANDLER_KINDS[handler.request_streaming, handler.response_streaming]
     behaviour = getattr(handler, kind)
 
     def begin(context) -> None:
